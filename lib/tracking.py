@@ -47,7 +47,7 @@ def data_revision(lock_path: str | Path = "dvc.lock", out: str = "data/raw/Kvasi
     return "unknown"
 
 
-def setup_mlflow(experiment: str = EXPERIMENT):
+def set_tracking():
     """Point MLflow at $MLFLOW_TRACKING_URI or the embedded SQLite store; returns the module."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
@@ -55,6 +55,12 @@ def setup_mlflow(experiment: str = EXPERIMENT):
     uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    return mlflow
+
+
+def setup_mlflow(experiment: str = EXPERIMENT):
+    """`set_tracking`, then create (if needed) and select `experiment`; returns the module."""
+    mlflow = set_tracking()
     if mlflow.get_experiment_by_name(experiment) is None:
         # A server decides where artifacts go; the embedded store keeps them in ./mlartifacts.
         location = (

@@ -1,0 +1,59 @@
+"""gunicorn settings for the polypseg API: `gunicorn -c serve/gunicorn.conf.py 'serve.app:get_app()'`.
+
+Sizing: workers x onnxruntime intra-op threads should not exceed the CPU cores the process may
+use. POLYPSEG_ORT_THREADS defaults to cores // workers, so the default (2 workers) uses 1 thread
+each on a 2-core host. Prometheus runs in multiprocess mode so /metrics sums every worker.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+from prometheus_client import multiprocess
+
+_cores = len(os.sched_getaffinity(0))
+
+bind = os.environ.get("POLYPSEG_BIND", "127.0.0.1:8000")  # the container sets 0.0.0.0:8000
+workers = int(os.environ.get("POLYPSEG_WORKERS", "2"))  # processes, one request at a time each
+os.environ.setdefault("POLYPSEG_ORT_THREADS", str(max(1, _cores // workers)))
+worker_class = "sync"  # inference is CPU-bound: more requests in flight per worker only queue
+timeout = int(os.environ.get("POLYPSEG_TIMEOUT", "30"))  # seconds before a stuck worker is replaced
+graceful_timeout = 10  # seconds for in-flight requests on shutdown
+max_requests = int(
+    os.environ.get("POLYPSEG_MAX_REQUESTS", "0")
+)  # recycle workers after N requests; 0 = never
+max_requests_jitter = max_requests // 10
+preload_app = False  # each worker builds its own onnxruntime session: thread pools do not survive fork
+limit_request_line = 4094  # bytes; the body limit is POLYPSEG_MAX_BODY_BYTES, enforced by the app
+limit_request_fields = 50
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # heartbeat off disk (containers)
+control_socket_disable = True  # one fixed socket path per user would collide between instances
+accesslog = None  # the app writes one JSON line per request itself
+errorlog = "-"
+loglevel = os.environ.get("POLYPSEG_LOG_LEVEL", "info").lower()
+logconfig_dict = {  # gunicorn's own lines as JSON too; its access logger stays silent
+    "root": {"level": "WARNING", "handlers": ["json"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["json"], "propagate": False},
+        "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+    },
+    "handlers": {
+        "json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    },
+    "formatters": {"json": {"()": "serve.logs.JsonFormatter"}},
+}
+
+# Multiprocess metrics need a directory shared by the workers and emptied at start.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="polypseg-prometheus-")
+
+
+def on_starting(server):
+    path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):  # samples from a previous run would be summed into this one
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,178 @@
+"""Run the API for tests and benchmarks: a sample Kvasir image and a gunicorn on loopback.
+
+Used by tests/test_serve_gunicorn.py, tests/test_browser.py and bin/bench_serve.py; nothing in the
+serving path imports it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_STEM = "cju0qkwl35piu0993l0dewei2"  # a Kvasir-SEG frame with one clear polyp, 622x529
+SAMPLE_ZIP = os.environ.get("POLYPSEG_SAMPLE_ZIP", "/work/shared/datasets/kvasir-seg.zip")
+
+
+def sample_image_bytes(stem: str = SAMPLE_STEM) -> bytes:
+    """A real Kvasir-SEG JPEG: from data/raw when the data stage has run, else from the dataset zip."""
+    local = REPO / "data" / "raw" / "Kvasir-SEG" / "images" / f"{stem}.jpg"
+    if local.is_file():
+        return local.read_bytes()
+    if Path(SAMPLE_ZIP).is_file():
+        with zipfile.ZipFile(SAMPLE_ZIP) as zf:
+            return zf.read(f"Kvasir-SEG/images/{stem}.jpg")
+    raise FileNotFoundError(f"no Kvasir-SEG image {stem}: neither {local} nor {SAMPLE_ZIP} exists")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+class Gunicorn:
+    """`with Gunicorn(model_path) as server:` a real gunicorn on 127.0.0.1, ready to serve."""
+
+    def __init__(
+        self, model_path: str | Path, workers: int = 2, env: dict[str, str] | None = None, log_path=None
+    ):
+        self.port = free_port()
+        self._tmp = tempfile.TemporaryDirectory(prefix="polypseg-gunicorn-")
+        self.prometheus_dir = Path(self._tmp.name) / "prometheus"
+        self.log_path = Path(log_path) if log_path else Path(self._tmp.name) / "gunicorn.log"
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "POLYPSEG_MODEL_PATH": str(model_path),
+            "POLYPSEG_BIND": f"127.0.0.1:{self.port}",
+            "POLYPSEG_WORKERS": str(workers),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.prometheus_dir),
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Gunicorn:
+        cmd = [sys.executable, "-m", "gunicorn", "-c", "serve/gunicorn.conf.py", "serve.app:get_app()"]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+            try:
+                if http_get(self.port, "/readyz", timeout=1.0)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"gunicorn not ready after {timeout} s:\n{self.log_text()[-3000:]}")
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_records(self) -> list[dict]:
+        records = []
+        for line in self.log_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (graceful), then SIGKILL if needed; returns the exit status."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else 0
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self._log.close()
+        self._tmp.cleanup()
+
+
+def smoke_test(port: int, timeout: float = 120.0) -> str:
+    """Wait for /readyz on 127.0.0.1:`port`, post a real image, check the answer; returns a summary line."""
+    import base64
+
+    import cv2
+    import numpy as np
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if http_get(port, "/readyz", timeout=2.0)[0] == 200:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"/readyz on port {port} not 200 after {timeout} s")
+        time.sleep(0.5)
+    image = sample_image_bytes()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(
+        "POST", "/predict", body=image, headers={"Content-Type": "image/jpeg", "X-Request-ID": "smoke-1"}
+    )
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    conn.close()
+    if resp.status != 200:
+        raise AssertionError(f"/predict answered {resp.status}: {body}")
+    mask = cv2.imdecode(np.frombuffer(base64.b64decode(body["mask"]), np.uint8), cv2.IMREAD_UNCHANGED)
+    expected = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    if mask is None or mask.shape != expected or body["request_id"] != "smoke-1":
+        raise AssertionError(
+            f"bad answer: mask {None if mask is None else mask.shape}, expected {expected}: {body}"
+        )
+    status, metrics = http_get(port, "/metrics")
+    if status != 200 or b'request_count_total{endpoint="/predict"' not in metrics:
+        raise AssertionError("/metrics does not count the prediction")
+    return (
+        f"smoke: /predict 200, mask {mask.shape[1]}x{mask.shape[0]}, "
+        f"polyp_fraction={body['polyp_fraction']}, model_version={body['model_version']}, "
+        f"latency_ms={body['latency_ms']}"
+    )
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Smoke-test a running polypseg API on 127.0.0.1.")
+    parser.add_argument("command", choices=["smoke"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for /readyz")
+    args = parser.parse_args()
+    print(smoke_test(args.port, args.timeout))

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Build, smoke-test and base-image helpers for the serving container, with podman.
+#   serve/image.sh base    build localhost/debian-py311:bookworm with debootstrap (no registry needed)
+#   serve/image.sh build   build $POLYPSEG_IMAGE from serve/Dockerfile
+#   serve/image.sh test    run it, wait for /readyz, POST a real image from the host, check, remove it
+# Environment: POLYPSEG_IMAGE (default localhost/polypseg-serve:latest); BASE_IMAGE (default: the
+# local debootstrap image when present, else python:3.11-slim); POLYPSEG_STANDIN_MODEL=1 bakes a
+# tiny stand-in model when models/model.onnx does not exist yet; POLYPSEG_MODEL_DIR picks another
+# folder holding model.onnx + model.json; POLYPSEG_PODMAN_SANDBOX=0 uses your
+# own podman configuration instead of the sandbox-safe one written below.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PY:-$REPO/.venv/bin/python}
+[[ "$PY" = /* ]] || PY="$PWD/$PY"  # make passes a path relative to the repo root
+IMAGE=${POLYPSEG_IMAGE:-localhost/polypseg-serve:latest}
+LOCAL_BASE=localhost/debian-py311:bookworm
+PODMAN_DIR=${POLYPSEG_PODMAN_DIR:-/var/tmp/polypseg-podman}
+CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+
+# Sandboxes without systemd or overlayfs need runc, cgroupfs, file events and the vfs driver.
+if [[ "${POLYPSEG_PODMAN_SANDBOX:-1}" == 1 && -z "${CONTAINERS_CONF:-}" ]]; then
+    mkdir -p "$PODMAN_DIR/storage" "$PODMAN_DIR/run"
+    cat > "$PODMAN_DIR/containers.conf" <<CONF
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+    cat > "$PODMAN_DIR/storage.conf" <<CONF
+[storage]
+driver = "vfs"
+graphroot = "$PODMAN_DIR/storage"
+runroot = "$PODMAN_DIR/run"
+CONF
+    export CONTAINERS_CONF="$PODMAN_DIR/containers.conf" CONTAINERS_STORAGE_CONF="$PODMAN_DIR/storage.conf"
+fi
+
+build_base() {
+    command -v debootstrap >/dev/null || { echo "image: debootstrap missing (apt-get install -y debootstrap)" >&2; exit 1; }
+    local rootfs
+    rootfs=$(mktemp -d /var/tmp/polypseg-rootfs.XXXXXX)
+    chmod 755 "$rootfs"  # mktemp makes it 0700; as the image's / it would lock out the non-root user
+    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$rootfs" \
+        http://deb.debian.org/debian
+    tar -C "$rootfs" -c . | podman import - "$LOCAL_BASE"
+    rm -rf "$rootfs"
+    echo "image: base $LOCAL_BASE built"
+}
+
+pick_base() {
+    if [[ -n "${BASE_IMAGE:-}" ]]; then echo "$BASE_IMAGE"
+    elif podman image exists "$LOCAL_BASE"; then echo "$LOCAL_BASE"
+    else echo "python:3.11-slim"
+    fi
+}
+
+build() {
+    local base
+    # Global, and an EXIT trap: set -e leaves without running RETURN traps, and locals are gone by EXIT.
+    CTX=$(mktemp -d /var/tmp/polypseg-context.XXXXXX)
+    trap 'rm -rf "$CTX"' EXIT
+    local ctx=$CTX
+    # A minimal context: the repo root also holds the venv and data, which the image never needs.
+    tar -C "$REPO" --exclude=__pycache__ -c lib serve | tar -C "$ctx" -x
+    mkdir -p "$ctx/models"
+    local src="${POLYPSEG_MODEL_DIR:-$REPO/models}"  # CI bakes the smoke export: models/smoke
+    if [[ -f "$src/model.onnx" && -f "$src/model.json" ]]; then
+        cp "$src"/model.onnx* "$src/model.json" "$ctx/models/"
+    elif [[ "${POLYPSEG_STANDIN_MODEL:-0}" == 1 ]]; then
+        echo "image: WARNING models/model.onnx missing; baking the tiny STAND-IN model (not a real model)" >&2
+        PYTHONPATH="$REPO" "$PY" -m serve.tinymodel "$ctx/models" --size 256
+    else
+        echo "image: models/model.onnx and models/model.json are missing (run the export stage," \
+             "or set POLYPSEG_STANDIN_MODEL=1 for a smoke build)" >&2
+        exit 1
+    fi
+    base=$(pick_base)
+    local secret=()
+    [[ -s "$CA_BUNDLE" ]] && secret=(--secret "id=pip_cert,src=$CA_BUNDLE")
+    echo "image: building $IMAGE from base $base"
+    podman build --format docker --build-arg "BASE_IMAGE=$base" "${secret[@]}" \
+        -f "$ctx/serve/Dockerfile" -t "$IMAGE" "$ctx" </dev/null
+    if [[ "$PODMAN_DIR/containers.conf" == "${CONTAINERS_CONF:-}" ]]; then
+        podman image prune -f >/dev/null  # our own storage: drop the replaced image and the build stage
+    fi
+    podman image inspect --format 'image: {{.Id}} {{.Size}} bytes, user {{.Config.User}}' "$IMAGE"
+}
+
+smoke() {
+    local name port
+    NAME="polypseg-image-test-$$"  # global for the EXIT trap (see build)
+    name=$NAME
+    port=$(PYTHONPATH="$REPO" "$PY" -c 'from serve.harness import free_port; print(free_port())')
+    trap 'podman rm -f "$NAME" >/dev/null 2>&1 || true' EXIT
+    podman run -d --name "$name" -p "127.0.0.1:$port:8000" "$IMAGE" </dev/null >/dev/null
+    if ! PYTHONPATH="$REPO" "$PY" -m serve.harness smoke --port "$port" --timeout 120; then
+        podman logs --tail 40 "$name" >&2 || true
+        return 1
+    fi
+    [[ "$(podman exec "$name" id -u)" != 0 ]] || { echo "image: runs as root" >&2; return 1; }
+    podman exec "$name" python -c "import importlib.util as u, sys; bad = [m for m in ('torch', 'mlflow') if u.find_spec(m)]; sys.exit(f'image ships {bad}' if bad else 0)"
+    if podman exec "$name" sh -c 'test -e /run/secrets/pip_cert || env | grep -q PIP_CERT'; then
+        echo "image: the build CA bundle leaked into the image" >&2; return 1
+    fi
+    podman healthcheck run "$name" >/dev/null || { echo "image: HEALTHCHECK (GET /readyz) failed" >&2; return 1; }
+    echo "image: $IMAGE passed (healthy, user $(podman exec "$name" id -u), no torch/mlflow, no build CA)"
+}
+
+case "${1:-}" in
+    base) build_base ;;
+    build) build ;;
+    test) smoke ;;
+    *) echo "usage: $0 base|build|test" >&2; exit 2 ;;
+esac

@@ -1,0 +1,49 @@
+# Serving targets, included by the top-level Makefile (which defines PY and VENV).
+# NOT FOR CLINICAL USE.
+
+SERVE_PORT  ?= 8000
+SERVE_IMAGE ?= localhost/polypseg-serve:latest
+BENCH_ARGS  ?=  # e.g. --standin (tiny stand-in model) or --requests 100
+SERVE_TESTS := tests/test_rle.py tests/test_image.py tests/test_serve_app.py tests/test_serve_fuzz.py
+SERVE_PY    := serve lib/rle.py bin/bench_serve.py $(SERVE_TESTS) tests/test_serve_gunicorn.py tests/test_browser.py
+
+.PHONY: serve-run test-serve test-serve-gunicorn test-browser chromium container-tools image-base image \
+	image-test bench-serve lint-serve
+
+serve-run: ## run the API locally with gunicorn on 127.0.0.1:$(SERVE_PORT) (model: models/model.onnx)
+	POLYPSEG_BIND=127.0.0.1:$(SERVE_PORT) PYTHONPATH=$(CURDIR) \
+		$(VENV)/bin/gunicorn -c serve/gunicorn.conf.py 'serve.app:get_app()'
+
+test-serve: ## serving fast tests: RLE, image checks, API, fuzz (seconds)
+	PYTHONPATH=$(CURDIR) $(PY) -m pytest -q $(SERVE_TESTS)
+
+test-serve-gunicorn: ## real gunicorn: 2 workers, multiprocess metrics, MLflow registry load
+	PYTHONPATH=$(CURDIR) $(PY) -m pytest -q tests/test_serve_gunicorn.py
+
+test-browser: chromium ## demo page in headless chromium -> reports/browser/demo.png
+	PYTHONPATH=$(CURDIR) $(PY) -m pytest -q tests/test_browser.py
+
+chromium: ## install Debian chromium for the browser test when it is missing (apt-get)
+	@test -x /usr/bin/chromium || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+container-tools: ## install podman, buildah, runc and debootstrap when missing (apt-get)
+	@command -v podman >/dev/null && command -v debootstrap >/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman buildah runc debootstrap; }
+
+image-base: container-tools ## build the local base image localhost/debian-py311:bookworm (no registry needed)
+	serve/image.sh base
+
+image: container-tools ## build the serving image with podman (BASE_IMAGE=..., POLYPSEG_STANDIN_MODEL=1 without a model)
+	POLYPSEG_IMAGE=$(SERVE_IMAGE) PY=$(PY) serve/image.sh build
+
+image-test: ## run the image, wait for /readyz, POST a real image from the host, check it, remove it
+	POLYPSEG_IMAGE=$(SERVE_IMAGE) PY=$(PY) serve/image.sh test
+
+bench-serve: ## load test on loopback (1/4/16 clients, 256x256 + 1280x1024 JPEGs) -> reports/bench/serve.json
+	PYTHONPATH=$(CURDIR) $(PY) bin/bench_serve.py $(BENCH_ARGS)
+
+lint-serve: ## ruff on the serving code and tests, hadolint on serve/Dockerfile
+	$(VENV)/bin/ruff check $(SERVE_PY)
+	$(VENV)/bin/ruff format --check $(SERVE_PY)
+	$(VENV)/bin/hadolint serve/Dockerfile
+	bash -n serve/image.sh

@@ -1,0 +1,134 @@
+// polypseg demo page. NOT FOR CLINICAL USE.
+// Uploads the image once to /predict?format=prob, keeps the 8-bit probability map, and redraws
+// the mask overlay in the browser whenever the threshold slider moves (no new upload).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const ACCEPTED = ["image/jpeg", "image/png"];
+const OVERLAY_RGBA = [255, 32, 96, 130]; // translucent magenta: visible on pink mucosa
+
+let prob = null; // Uint8Array, one 0-255 probability per pixel, row-major
+let width = 0;
+let height = 0;
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+async function showVersion() {
+  try {
+    const resp = await fetch("/version", { headers: { Accept: "application/json" } });
+    const info = await resp.json();
+    $("model-version").textContent = info.model_version;
+  } catch (err) {
+    $("model-version").textContent = "unavailable";
+  }
+}
+
+// The probability PNG (gray, 0-255) -> Uint8Array of the red channel.
+async function decodeProbability(base64, w, h) {
+  const img = new Image();
+  img.src = "data:image/png;base64," + base64;
+  await img.decode();
+  const canvas = document.createElement("canvas");
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(img, 0, 0);
+  const rgba = ctx.getImageData(0, 0, w, h).data;
+  const out = new Uint8Array(w * h);
+  for (let i = 0; i < out.length; i++) out[i] = rgba[4 * i];
+  return out;
+}
+
+// Mask = probability >= threshold, the server's rule, at 8-bit precision.
+function render() {
+  if (!prob) return;
+  const threshold = parseFloat($("threshold").value);
+  $("threshold-value").textContent = threshold.toFixed(2);
+  const cut = Math.round(threshold * 255);
+  const canvas = $("overlay");
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(width, height);
+  const px = image.data;
+  let count = 0;
+  for (let i = 0; i < prob.length; i++) {
+    if (prob[i] >= cut) {
+      px.set(OVERLAY_RGBA, 4 * i);
+      count++;
+    }
+  }
+  ctx.putImageData(image, 0, 0);
+  canvas.dataset.maskPixels = String(count);
+  $("fraction").textContent = ((100 * count) / prob.length).toFixed(1) + " %";
+}
+
+async function predict(file) {
+  if (!file) return;
+  if (!ACCEPTED.includes(file.type)) {
+    setStatus(`Only JPEG or PNG images can be segmented (got ${file.type || "unknown type"}).`, true);
+    return;
+  }
+  setStatus("Segmenting...");
+  $("threshold").disabled = true;
+  const started = performance.now();
+  let body;
+  let resp;
+  try {
+    resp = await fetch("/predict?format=prob", {
+      method: "POST",
+      headers: { "Content-Type": file.type, Accept: "application/json" },
+      body: file,
+    });
+    body = await resp.json();
+  } catch (err) {
+    setStatus("The server did not answer: " + err, true);
+    return;
+  }
+  if (!resp.ok) {
+    setStatus(`${body.title}: ${body.description}`, true);
+    return;
+  }
+  const roundTrip = performance.now() - started;
+  width = body.width;
+  height = body.height;
+  prob = await decodeProbability(body.mask, width, height);
+
+  const image = $("image");
+  if (image.src) URL.revokeObjectURL(image.src);
+  image.src = URL.createObjectURL(file);
+  await image.decode();
+  const overlay = $("overlay");
+  overlay.width = width;
+  overlay.height = height;
+  $("stage").hidden = false;
+
+  $("threshold").value = body.threshold;
+  $("threshold").disabled = false;
+  $("model-version").textContent = body.model_version;
+  $("latency").textContent = `${body.latency_ms.toFixed(1)} ms server, ${roundTrip.toFixed(0)} ms round trip`;
+  $("request-id").textContent = body.request_id;
+  render();
+  overlay.dataset.ready = "1";
+  setStatus(`${file.name}: ${width} x ${height} px. Move the threshold to redraw the mask.`);
+}
+
+function wireUp() {
+  const drop = $("drop");
+  $("file").addEventListener("change", (e) => predict(e.target.files[0]));
+  $("threshold").addEventListener("input", render);
+  drop.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    predict(e.dataTransfer.files[0]);
+  });
+  showVersion();
+}
+
+wireUp();

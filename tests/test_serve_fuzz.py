@@ -1,0 +1,162 @@
+"""Fuzz /predict with mutated real images: no 5xx, every refusal is a JSON 4xx, the server stays up."""
+
+import collections
+
+import cv2
+import falcon.testing
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from serve.app import create_app
+from serve.harness import sample_image_bytes
+from serve.predictor import load_local
+from serve.settings import Settings
+from serve.tinymodel import write_tiny_model
+
+CASES = 1000  # payloads; at about 2 ms each the test takes a few seconds
+# Mostly valid request framing, so most payloads reach the image checks and the decoder.
+GOOD_CONTENT_TYPES = ["image/jpeg", "image/png", "multipart/form-data; boundary=fuzz"]
+BAD_CONTENT_TYPES = [
+    "image/jpg",
+    "multipart/form-data",
+    "application/octet-stream",
+    "text/plain",
+    "image/gif",
+    "",
+    "image/png; charset=utf-8",
+    "IMAGE/JPEG",
+    "multipart/form-data; boundary=" + "b" * 80,
+]
+GOOD_THRESHOLDS = [None, "0", "0.5", "1", "1e-3", "0.25"]
+BAD_THRESHOLDS = ["-1", "2", "nan", "inf", "", "abc", "0x1", "0.5" * 20]
+GOOD_FORMATS = [None, "png", "rle", "prob"]
+BAD_FORMATS = ["", "PNG", "json"]
+ACCEPTS = [
+    None,
+    "application/json",
+    "image/png",
+    "*/*",
+    "text/html",
+    "image/png;q=0.1, application/json",
+    "@@@",
+]
+
+
+def pick(rng, good, bad, p_good):
+    return rng.choice(good) if rng.random() < p_good else rng.choice(bad)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    model = load_local(write_tiny_model(tmp_path_factory.mktemp("model"), size=64))
+    settings = Settings(max_body_bytes=2_000_000, max_pixels=4_000_000)
+    return falcon.testing.TestClient(create_app(model, settings))
+
+
+@pytest.fixture(scope="module")
+def seeds():
+    """A real Kvasir JPEG, and the same frame as a smaller PNG and progressive JPEG."""
+    jpeg = sample_image_bytes()
+    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    small = cv2.resize(bgr, (160, 136), interpolation=cv2.INTER_AREA)
+    png = cv2.imencode(".png", small)[1].tobytes()
+    progressive = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    return [jpeg, png, progressive]
+
+
+def mutate(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
+    buf = bytearray(data)
+    kind = rng.choice(
+        ["flip", "flip-header", "truncate", "random-header", "splice", "zero-run", "random", "repeat"]
+    )
+    if kind == "flip":
+        for pos in rng.integers(0, len(buf), rng.integers(1, 30)):
+            buf[pos] ^= 1 << int(rng.integers(0, 8))
+    elif kind == "flip-header":  # the first bytes hold the IHDR / SOF sizes the server checks first
+        for pos in rng.integers(0, min(len(buf), 400), rng.integers(1, 6)):
+            buf[pos] = int(rng.integers(0, 256))
+    elif kind == "truncate":
+        buf = buf[: int(rng.integers(0, len(buf)))]
+    elif kind == "random-header":
+        n = int(rng.integers(1, 64))
+        buf[:n] = rng.bytes(n)
+    elif kind == "splice":  # a valid signature followed by another image's bytes
+        cut = int(rng.integers(0, len(buf)))
+        buf = buf[:cut] + bytearray(rng.bytes(int(rng.integers(0, 2000)))) + buf[cut:]
+    elif kind == "zero-run":
+        start = int(rng.integers(0, len(buf)))
+        buf[start : start + int(rng.integers(1, 500))] = bytes(min(500, len(buf) - start))
+    elif kind == "random":
+        buf = bytearray(rng.bytes(int(rng.integers(0, 5000))))
+    elif kind == "repeat":
+        buf = buf * int(rng.integers(2, 4))
+    return str(kind), bytes(buf)
+
+
+def as_multipart(data: bytes, rng: np.random.Generator) -> bytes:
+    name = rng.choice([b"file", b"image", b"other"])
+    head = b'--fuzz\r\nContent-Disposition: form-data; name="' + name + b'"; filename="x.jpg"\r\n\r\n'
+    tail = rng.choice([b"\r\n--fuzz--\r\n", b"", b"\r\n--fuzz", b"--"])
+    return head + data + tail
+
+
+def test_fuzzed_payloads_never_cause_5xx(client, seeds):
+    rng = np.random.default_rng(20261123)
+    statuses, titles = collections.Counter(), collections.Counter()
+    for i in range(CASES):
+        kind, body = mutate(seeds[i % len(seeds)], rng)
+        content_type = str(pick(rng, GOOD_CONTENT_TYPES, BAD_CONTENT_TYPES, 0.8))
+        if content_type.startswith("multipart") and rng.random() < 0.8:
+            body = as_multipart(body, rng)
+        params = {}
+        if (t := pick(rng, GOOD_THRESHOLDS, BAD_THRESHOLDS, 0.9)) is not None:
+            params["threshold"] = t
+        if (f := pick(rng, GOOD_FORMATS, BAD_FORMATS, 0.9)) is not None:
+            params["format"] = f
+        headers = {"Content-Type": content_type} if content_type else {}
+        if (accept := rng.choice(ACCEPTS)) is not None:
+            headers["Accept"] = accept
+        result = client.simulate_post("/predict", body=body, headers=headers, params=params)
+        statuses[result.status_code] += 1
+        titles[result.json["title"] if result.status_code >= 400 else "ok"] += 1
+        context = f"case {i}: {kind}, {len(body)} bytes, {content_type!r}, {params}, accept={accept!r}"
+        assert result.status_code < 500, f"{context}: {result.status} {result.text[:300]}"
+        if result.status_code >= 400:
+            body_json = result.json
+            assert body_json["title"] and body_json["description"], context
+
+    # Both outcomes were exercised, and the server is still healthy and correct afterwards.
+    assert statuses[200] > 100 and titles["Invalid image"] > 200, (statuses, titles)
+    metrics = client.simulate_get("/metrics").text
+    errors = sum(
+        s.value
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+        if s.name == "error_count_total" and s.labels["endpoint"] == "/predict"
+    )
+    assert errors == sum(v for k, v in statuses.items() if k >= 400)
+    good = client.simulate_post("/predict", body=seeds[0], headers={"Content-Type": "image/jpeg"})
+    assert good.status_code == 200 and good.json["width"] == 622
+    assert client.simulate_get("/readyz").status_code == 200
+
+
+def test_fuzzed_headers_and_methods_never_cause_5xx(client, seeds):
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        method = str(rng.choice(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]))
+        path = str(
+            rng.choice(
+                ["/predict", "/", "/readyz", "/metrics", "/version", "/static/app.js", "/x", "/predict/"]
+            )
+        )
+        headers = {
+            "Content-Type": str(rng.choice(GOOD_CONTENT_TYPES + BAD_CONTENT_TYPES)) or "image/png",
+            "X-Request-ID": rng.bytes(int(rng.integers(0, 40))).decode("latin-1"),
+            "Accept": str(rng.choice([a for a in ACCEPTS if a])),
+        }
+        result = client.simulate_request(
+            method, path, body=seeds[1][: int(rng.integers(0, 3000))], headers=headers
+        )
+        assert result.status_code < 500, (method, path, headers, result.text[:200])
+    assert client.simulate_get("/healthz").status_code == 200

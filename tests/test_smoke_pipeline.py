@@ -1,4 +1,4 @@
-"""Smoke integration: train on 16 real images, evaluate them, check the model learnt and every report exists."""
+"""Smoke integration: train and evaluate on 16 real images; the model learns and every report exists."""
 
 from __future__ import annotations
 

@@ -9,7 +9,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from prometheus_client import multiprocess
+# Multiprocess metrics need a directory shared by the workers and emptied at start. It must be set
+# before prometheus_client is first imported: the library picks its value store at import time, and
+# without the directory every worker would count in private memory that /metrics never sees.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="polypseg-prometheus-")
+
+from prometheus_client import multiprocess  # noqa: E402
 
 _cores = len(os.sched_getaffinity(0))
 
@@ -42,10 +48,6 @@ logconfig_dict = {  # gunicorn's own lines as JSON too; its access logger stays 
     },
     "formatters": {"json": {"()": "serve.logs.JsonFormatter"}},
 }
-
-# Multiprocess metrics need a directory shared by the workers and emptied at start.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="polypseg-prometheus-")
 
 
 def on_starting(server):

@@ -126,3 +126,12 @@ def test_model_from_the_mlflow_registry_reports_its_registered_version(model_pat
         assert info["model_version"] == "polyp-seg-unet/2"
         assert info["model"]["artifact_version"] == TINY_VERSION and "@staging" in info["model"]["source"]
         assert post(server.port, sample_image_bytes())[1]["model_version"] == "polyp-seg-unet/2"
+
+
+def test_metrics_count_without_a_configured_multiprocess_dir(model_path):
+    # `make serve` sets no PROMETHEUS_MULTIPROC_DIR: gunicorn.conf.py must create one before
+    # prometheus_client is imported, or /metrics comes back empty.
+    with Gunicorn(model_path, env={"PROMETHEUS_MULTIPROC_DIR": ""}) as server:
+        for _ in range(3):
+            assert post(server.port, sample_image_bytes())[0] == 200
+        assert metric_total(server.port, "request_count_total", endpoint="/predict", status="200") == 3

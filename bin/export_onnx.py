@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Export models/best.pt to ONNX, check PyTorch/onnxruntime parity, and log ONNX + pyfunc models to MLflow.
+
+Usage: bin/export_onnx.py --conf conf/export_onnx.yaml [--set log_to_mlflow=false ...]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from lib.cli import parser
+from lib.config import ConfigError, load_config, save_config, to_dict
+from lib.inference import torch_runner
+from lib.io import decode_image, read_csv_stems, read_image, sha256_file, write_json
+from lib.model import load_checkpoint
+from lib.onnx_export import check_onnx, export_onnx, model_metadata, ort_runner, ort_session, parity
+from lib.preprocess import prepare_input
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    checkpoint: str  # models/best.pt from bin/train.py
+    out_dir: str  # model.onnx, model_dynamic.onnx, model.json, export_config.yaml
+    parity_report: str  # reports/export/parity.json
+    mlflow_report: str  # reports/export/mlflow.json: run id and model URIs
+    images_dir: str  # original images (JPEG) read for the parity check
+    parity_split: str  # CSV of stems; its first `parity_images` are compared
+    parity_images: int = 5  # images compared between PyTorch and onnxruntime
+    tolerance: float = 1e-4  # maximum allowed post-sigmoid mean absolute difference
+    opset: int = 20  # ONNX opset (18+)
+    dynamic: bool = True  # also write model_dynamic.onnx with a dynamic batch axis
+    threshold: float = 0.5  # default probability threshold written into model.json
+    threads: int = 2  # torch and onnxruntime intra-op threads
+    log_to_mlflow: bool = True  # log ONNX + pyfunc models into the checkpoint's run (or a new one)
+    experiment: str = "polyp-seg"  # new run here when the checkpoint's run is not in this store
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser(__doc__.splitlines()[0], "conf/export_onnx.yaml").parse_args(argv)
+    try:
+        cfg = load_config(ExportConfig, args.conf, args.overrides)
+        stems = read_csv_stems(cfg.parity_split)[: cfg.parity_images]
+        images = {s: read_image(Path(cfg.images_dir) / f"{s}.jpg") for s in stems}
+    except (ConfigError, OSError, ValueError) as exc:
+        print(f"export_onnx: {exc}", file=sys.stderr)
+        return 2
+    model, ckpt = load_checkpoint(cfg.checkpoint)
+    size, mean, std = ckpt["model_config"]["input_size"], ckpt["mean"], ckpt["std"]
+    out = Path(cfg.out_dir)
+    paths = {"static": out / "model.onnx"} | ({"dynamic": out / "model_dynamic.onnx"} if cfg.dynamic else {})
+    for kind, path in paths.items():
+        export_onnx(model, path, size, cfg.opset, dynamic_batch=kind == "dynamic")
+    checks = {kind: check_onnx(path) for kind, path in paths.items()}
+
+    reference = torch_runner(model, cfg.threads)
+    results = {}
+    for kind, path in paths.items():
+        results[kind] = parity(reference, ort_runner(ort_session(path, cfg.threads)), images, size, mean, std)
+        results[kind]["passed"] = results[kind]["mean_abs_diff"] < cfg.tolerance
+    passed = all(r["passed"] for r in results.values())
+    meta = model_metadata(ckpt, checks["static"]["opset"], cfg.threshold, sha256_file(paths["static"]))
+    write_json(out / "model.json", meta)
+    os.chmod(out / "model.json", 0o644)  # write_json's temp file is 0600; a serving user must read it
+    save_config(cfg, out / "export_config.yaml")
+    static = results["static"]
+    write_json(cfg.parity_report, {"passed": passed, "tolerance": cfg.tolerance,
+               "mean_abs_diff": static["mean_abs_diff"], "max_abs_diff": static["max_abs_diff"],
+               "n_images": len(images), "opset": meta["opset"], "onnx": checks, "parity": results,
+               "model_version": meta["model_version"], "sha256": meta["sha256"]})  # fmt: skip
+    line = (f"parity mean|diff|={static['mean_abs_diff']:.2e} max={static['max_abs_diff']:.2e} "
+            f"on {len(images)} images (tolerance {cfg.tolerance:g})")  # fmt: skip
+    if not passed:
+        print(f"export_onnx: FAILED {line}; see {cfg.parity_report}", file=sys.stderr)
+        return 1
+
+    logged, record = "MLflow logging off", {"logged": False}
+    if cfg.log_to_mlflow:
+        from lib.pyfunc_model import small_jpeg
+        from lib.registry import log_exported_models, run_for_checkpoint
+        from lib.tracking import setup_mlflow
+
+        mlflow = setup_mlflow(cfg.experiment)
+        run_id, created = run_for_checkpoint(mlflow, cfg.experiment, ckpt["metadata"])
+        example = small_jpeg(images[stems[0]])
+        x, _ = prepare_input(decode_image(example), size, mean, std)
+        uris = log_exported_models(mlflow, run_id, paths["static"], out / "model.json", example, x)
+        record = {"logged": True, **uris, "created_run": created, "tracking_uri": mlflow.get_tracking_uri()}
+        logged = f"logged to {'new ' if created else ''}run {run_id}"
+    write_json(cfg.mlflow_report, {**record, "experiment": cfg.experiment, "config": to_dict(cfg)})
+    written = ", ".join(str(p) for p in paths.values())
+    print(f"export_onnx: {written} (opset {meta['opset']}), {line}, {logged}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

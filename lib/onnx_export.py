@@ -1,0 +1,126 @@
+"""ONNX export of the trained U-Net, onnxruntime sessions, and the PyTorch/onnxruntime parity check.
+
+The export contract (read by serve/ and the MLflow pyfunc): `model.onnx` with input "input"
+`(1, 3, S, S) float32` (batch "batch" in the dynamic variant) and output "logits" `(1, 1, S, S)`,
+plus `model.json` beside it. torch is imported inside `export_onnx` only, so the pyfunc and the
+serving path need just onnxruntime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+
+from lib.inference import RunModel
+from lib.preprocess import prepare_input, sigmoid
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def export_onnx(model, path: str | Path, size: int, opset: int, dynamic_batch: bool = False) -> Path:
+    """Export an eval-mode torch module to one self-contained ONNX file (weights inside)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = (torch.zeros(1, 3, size, size),)
+    # A tuple matches inputs by position, so it works whatever forward() calls its argument.
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=64)},) if dynamic_batch else None
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress even when not verbose
+        torch.onnx.export(
+            model,
+            example,
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamic_shapes=dynamic,
+            external_data=False,  # one file: serving and the MLflow artifact expect model.onnx alone
+            verbose=False,
+        )
+    return path
+
+
+def check_onnx(path: str | Path) -> dict:
+    """Run `onnx.checker` (full check, with shape inference); returns opset and I/O shapes."""
+    import onnx
+
+    onnx.checker.check_model(str(path), full_check=True)
+    proto = onnx.load(str(path), load_external_data=False)
+
+    def dims(values):
+        return {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in values}
+
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    return {"opset": int(opset), "inputs": dims(proto.graph.input), "outputs": dims(proto.graph.output)}
+
+
+def ort_session(path: str | Path, threads: int = 1, spinning: bool = False):
+    """An onnxruntime CPU session with `threads` intra-op threads, run sequentially."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning threads burn CPU between calls; serving turns it off on a shared 2-core host.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def ort_runner(session, input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME) -> RunModel:
+    """Wrap an onnxruntime session as a RunModel: `(1, 3, S, S) float32 -> (1, 1, S, S)` logits."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run([output_name], {input_name: x})[0]
+
+    return run
+
+
+def parity(
+    reference: RunModel, candidate: RunModel, images: dict[str, np.ndarray], size: int, mean, std
+) -> dict:
+    """Compare post-sigmoid probabilities `(S, S)` of two runners on the same prepared inputs.
+
+    `images`: {stem: `(H, W, 3) uint8` RGB}. Returns per-image mean/max absolute difference, the
+    mean over all pixels of all images (`mean_abs_diff`) and the largest (`max_abs_diff`).
+    """
+    rows, total, count, worst = [], 0.0, 0, 0.0
+    for stem, rgb in images.items():
+        x, _ = prepare_input(rgb, size, mean, std)
+        a = sigmoid(np.asarray(reference(x))[0, 0])
+        b = sigmoid(np.asarray(candidate(x))[0, 0])
+        diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+        rows.append({"stem": stem, "mean_abs_diff": float(diff.mean()), "max_abs_diff": float(diff.max()),
+                     "mask_agreement": float(np.mean((a >= 0.5) == (b >= 0.5)))})  # fmt: skip
+        total, count, worst = total + float(diff.sum()), count + diff.size, max(worst, float(diff.max()))
+    return {"mean_abs_diff": total / max(count, 1), "max_abs_diff": worst, "images": rows}
+
+
+def model_metadata(ckpt: dict, opset: int, threshold: float, onnx_sha256: str) -> dict:
+    """The `model.json` written beside `model.onnx`: everything a server needs besides the graph."""
+    meta = ckpt["metadata"]
+    return {
+        "input_size": int(ckpt["model_config"]["input_size"]),
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "mean": [float(v) for v in ckpt["mean"]],
+        "std": [float(v) for v in ckpt["std"]],
+        "threshold": float(threshold),
+        "model_version": meta["model_version"],
+        "git_sha": meta["git_sha"],
+        "data_rev": meta["data_rev"],
+        "opset": int(opset),
+        "run_id": meta["run_id"],
+        "git_dirty": bool(meta.get("git_dirty", False)),
+        "val_dice": None if meta.get("val_dice") is None else float(meta["val_dice"]),
+        "epoch": int(meta.get("epoch", 0)),
+        "encoder": ckpt["model_config"].get("encoder", ""),
+        "precision": "fp32",
+        "sha256": onnx_sha256,  # of model.onnx, so a server can tell which file it holds
+    }

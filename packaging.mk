@@ -1,0 +1,42 @@
+# Packaging targets: ONNX export, MLflow registry, release gates, promotion, CPU benchmark.
+# Included by the top-level Makefile (which defines PY and VENV). NOT FOR CLINICAL USE.
+
+APPROVER         ?=  # who approves a promotion or a rollback: make promote APPROVER=alice
+ROLLBACK_REASON  ?=
+PACKAGING_TESTS  := tests/test_export_onnx.py tests/test_registry.py tests/test_gates.py tests/test_bench_latency.py
+
+.PHONY: export register gates promote rollback bench smoke-registry mlflow-ephemeral test-packaging
+
+export: setup ## stage: models/best.pt -> models/model.onnx + model.json, parity, MLflow ONNX + pyfunc models
+	dvc repro export
+
+register: setup ## stage: best run by val Dice -> polyp-seg-unet version @staging (reports/register.json)
+	dvc repro register
+
+gates: setup ## release gates: test Dice, ONNX parity, signature + example, CPU p50 (exit 1 + table on failure)
+	$(PY) bin/gates.py --conf conf/gates.yaml
+
+promote: setup ## @staging -> @production after gates, needs APPROVER=name
+	@test -n "$(APPROVER)" || { echo "promote: set APPROVER=<your name> (explicit approval)"; exit 1; }
+	$(PY) bin/promote.py --conf conf/gates.yaml --approve --by "$(APPROVER)"
+
+rollback: setup ## give @production back to the previous version, needs APPROVER=name [ROLLBACK_REASON=...]
+	@test -n "$(APPROVER)" || { echo "rollback: set APPROVER=<your name>"; exit 1; }
+	$(PY) bin/promote.py --conf conf/gates.yaml --rollback --by "$(APPROVER)" --reason "$(ROLLBACK_REASON)"
+
+bench: setup ## CPU latency: onnxruntime (fp32, INT8) vs PyTorch eager -> reports/bench/latency.json
+	$(PY) bin/bench_latency.py --conf conf/bench_latency.yaml
+
+mlflow-ephemeral: ## start a throw-away MLflow server in DIR (default /tmp/polypseg-mlflow); stop: bin/mlflow_server.sh stop DIR
+	PY=$(PY) MLFLOW=$(VENV)/bin/mlflow bin/mlflow_server.sh start $(or $(DIR),/tmp/polypseg-mlflow)
+
+smoke-registry: setup ## export + parity + register models/smoke/best.pt against an ephemeral MLflow server
+	@test -f models/smoke/best.pt || { echo "smoke-registry: models/smoke/best.pt is missing; run make smoke"; exit 1; }
+	dir=$$(mktemp -d -t polypseg-mlflow-XXXXXX) && \
+	PY=$(PY) MLFLOW=$(VENV)/bin/mlflow bin/mlflow_server.sh run $$dir -- sh -c '\
+		$(PY) bin/export_onnx.py --conf conf/smoke/export_onnx.yaml && \
+		$(PY) bin/register.py --conf conf/smoke/register.yaml --by smoke-registry'; \
+	rc=$$?; rm -rf $$dir; exit $$rc
+
+test-packaging: setup ## export, registry, gates and bench tests (real onnxruntime and SQLite MLflow)
+	$(PY) -m pytest -q $(PACKAGING_TESTS)

@@ -1,0 +1,267 @@
+"""MLflow logging, registration, promotion and rollback against a real SQLite store in tmp_path.
+
+The ONNX model is serve.tinymodel's one-convolution net (real onnxruntime, no torch export), so each
+test takes seconds; tests/test_export_onnx.py covers the real U-Net export.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lib.io import read_image, sha256_file
+from lib.preprocess import prepare_input
+from lib.pyfunc_model import example_frame, small_jpeg
+from lib.registry import (
+    HISTORY_TAG,
+    PRODUCTION,
+    STAGING,
+    client,
+    log_exported_models,
+    model_card,
+    run_for_checkpoint,
+)
+from lib.tracking import setup_mlflow
+from serve.tinymodel import write_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ROOT / "data" / "raw" / "Kvasir-SEG" / "images"
+VAL = ROOT / "data" / "splits" / "val.csv"
+NAME = "polyp-seg-unet"
+pytestmark = pytest.mark.skipif(not IMAGES.is_dir(), reason="needs data/raw/Kvasir-SEG (make data)")
+
+
+def load_bin(name: str):
+    spec = importlib.util.spec_from_file_location(f"bin_{name}", ROOT / "bin" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def first_val_image() -> Path:
+    return IMAGES / f"{VAL.read_text().splitlines()[1].split(',')[0]}.jpg"
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An empty, migrated SQLite store made once: creating the schema takes seconds, copying it none."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow(tmp_path, monkeypatch, empty_store):
+    """A fresh SQLite tracking store with experiment polyp-seg, artifacts in tmp_path."""
+    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    c = client()
+    c.create_experiment("polyp-seg", artifact_location=(tmp_path / "artifacts").as_uri())
+    return setup_mlflow("polyp-seg")
+
+
+def checkpoint_meta(run_id: str = "f" * 32, val_dice: float = 0.7, version: str = "abc1234-00000000") -> dict:
+    return {"git_sha": "abc1234", "git_dirty": False, "data_rev": "rev0", "model_version": version,
+            "run_id": run_id, "epoch": 3, "val_dice": val_dice}  # fmt: skip
+
+
+def export_tiny(mlflow, tmp_path: Path, meta: dict) -> dict:
+    """What bin/export_onnx.py does after parity, with the tiny stand-in ONNX model."""
+    out = tmp_path / f"model-{meta['model_version']}"
+    onnx_path = write_tiny_model(out, size=64, version=meta["model_version"])
+    info = json.loads((out / "model.json").read_text())
+    (out / "model.json").write_text(
+        json.dumps({**info, "sha256": sha256_file(onnx_path), "run_id": meta["run_id"]})
+    )
+    run_id, _ = run_for_checkpoint(mlflow, "polyp-seg", meta)
+    rgb = read_image(first_val_image())
+    x, _ = prepare_input(rgb, 64, info["mean"], info["std"])
+    return log_exported_models(mlflow, run_id, onnx_path, out / "model.json", small_jpeg(rgb), x)
+
+
+def test_unknown_checkpoint_run_gets_a_new_run_with_its_metadata(mlflow):
+    run_id, created = run_for_checkpoint(mlflow, "polyp-seg", checkpoint_meta(val_dice=0.66))
+    run = mlflow.get_run(run_id)
+    assert created and run.data.metrics["best_val_dice"] == 0.66
+    assert run.data.tags["source_run_id"] == "f" * 32 and run.data.tags["git_sha"] == "abc1234"
+
+
+def test_known_checkpoint_run_is_used(mlflow):
+    with mlflow.start_run() as run:
+        pass
+    assert run_for_checkpoint(mlflow, "polyp-seg", checkpoint_meta(run.info.run_id)) == (
+        run.info.run_id,
+        False,
+    )
+
+
+def test_models_go_into_the_training_run_even_when_it_is_in_another_experiment(mlflow, tmp_path):
+    other = mlflow.create_experiment("elsewhere", artifact_location=(tmp_path / "other").as_uri())
+    run = mlflow.MlflowClient().create_run(other)
+    uris = export_tiny(mlflow, tmp_path, checkpoint_meta(run.info.run_id))
+    assert uris["run_id"] == run.info.run_id
+    assert mlflow.get_run(run.info.run_id).data.tags["pyfunc_model_uri"] == uris["pyfunc_model_uri"]
+
+
+def test_logged_pyfunc_loads_back_and_returns_a_mask_at_the_original_size(mlflow, tmp_path):
+    uris = export_tiny(mlflow, tmp_path, checkpoint_meta())
+    model = mlflow.pyfunc.load_model(uris["pyfunc_model_uri"])
+    rgb = read_image(first_val_image())
+    out = model.predict(example_frame(first_val_image().read_bytes()))
+    assert list(out.columns) == ["mask_png", "width", "height", "polyp_fraction"]
+    mask = cv2.imdecode(np.frombuffer(base64.b64decode(out.mask_png[0]), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == rgb.shape[:2] == (out.height[0], out.width[0])
+    assert set(np.unique(mask)) <= {0, 255} and out.polyp_fraction[0] == pytest.approx((mask > 0).mean())
+    everything = model.predict(example_frame(first_val_image().read_bytes()), params={"threshold": 0.0})
+    assert everything.polyp_fraction[0] == 1.0
+    for uri in (uris["pyfunc_model_uri"], uris["onnx_model_uri"]):
+        card = model_card(uri)
+        assert card["has_signature"] and card["has_input_example"]
+    assert mlflow.get_run(uris["run_id"]).data.tags["pyfunc_model_uri"] == uris["pyfunc_model_uri"]
+
+
+def register_args(tmp_path: Path) -> list[str]:
+    return [
+        "--conf",
+        str(ROOT / "conf/register.yaml"),
+        "--by",
+        "tester",
+        "--set",
+        f"report={tmp_path}/register.json",
+    ]
+
+
+def test_register_picks_the_best_run_sets_staging_and_reuses_the_version(mlflow, tmp_path):
+    export_tiny(mlflow, tmp_path, checkpoint_meta("a" * 32, 0.61, "v-low"))
+    best = export_tiny(mlflow, tmp_path, checkpoint_meta("b" * 32, 0.74, "v-high"))
+    register = load_bin("register")
+    assert register.main(register_args(tmp_path)) == 0
+    report = json.loads((tmp_path / "register.json").read_text())
+    assert report["run_id"] == best["run_id"] and report["alias"] == STAGING and not report["reused"]
+    assert report["verification"]["has_signature"] and report["verification"]["has_input_example"]
+    assert report["tags"]["registered_by"] == "tester" and report["tags"]["model_version"] == "v-high"
+    assert register.main(register_args(tmp_path)) == 0
+    again = json.loads((tmp_path / "register.json").read_text())
+    assert again["reused"] and again["version"] == report["version"]
+    assert len(client().search_model_versions(f"name='{NAME}'")) == 1
+    from serve.predictor import load_registry  # the server's loader finds model.onnx + model.json in it
+
+    assert load_registry(f"models:/{NAME}@staging").meta.artifact_version == "v-high"
+
+
+@pytest.fixture
+def gate_files(tmp_path) -> dict:
+    files = {"metrics": {"dice_mean": 0.85, "n_images": 150},
+             "parity": {"passed": True, "mean_abs_diff": 1e-7, "max_abs_diff": 1e-6, "tolerance": 1e-4},
+             "latency": {"gate": {"p50_ms": 20.0}}}  # fmt: skip
+    for name, payload in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(payload))
+    return {name: str(tmp_path / f"{name}.json") for name in files}
+
+
+def promote_args(gate_files: dict, *flags: str, **files) -> list[str]:
+    paths = {**gate_files, **files}
+    args = ["--conf", str(ROOT / "conf/gates.yaml"), *flags]
+    for name in ("metrics", "parity", "latency"):
+        args += [f"--{name}", str(paths[name])]
+    return args
+
+
+def stage_new_version(mlflow, tmp_path, run_hex: str, dice: float) -> str:
+    export_tiny(mlflow, tmp_path, checkpoint_meta(run_hex * 32, dice, f"v-{run_hex}"))
+    assert load_bin("register").main(register_args(tmp_path)) == 0
+    return str(json.loads((tmp_path / "register.json").read_text())["version"])
+
+
+def holders(alias: str) -> list[str]:
+    c = client()  # search results leave aliases out: read each version
+    versions = [str(mv.version) for mv in c.search_model_versions(f"name='{NAME}'")]
+    return [v for v in sorted(versions, key=int) if alias in c.get_model_version(NAME, v).aliases]
+
+
+def test_promote_refuses_without_approval_or_name(mlflow, tmp_path, gate_files):
+    stage_new_version(mlflow, tmp_path, "a", 0.7)
+    promote = load_bin("promote")
+    assert promote.main(promote_args(gate_files, "--by", "alice")) == 1
+    assert promote.main(promote_args(gate_files, "--approve")) == 1
+    assert holders(PRODUCTION) == []
+
+
+def test_promote_refuses_when_a_gate_fails(mlflow, tmp_path, gate_files, capsys):
+    version = stage_new_version(mlflow, tmp_path, "a", 0.7)
+    low = tmp_path / "low.json"
+    low.write_text(json.dumps({"dice_mean": 0.5}))
+    assert load_bin("promote").main(promote_args(gate_files, "--approve", "--by", "alice", metrics=low)) == 1
+    assert holders(PRODUCTION) == [] and "gates failed: test_dice" in capsys.readouterr().err
+    tags = client().get_model_version(NAME, version).tags
+    assert tags["promotion_refused_by"] == "alice" and "test_dice" in tags["audit.002"]
+
+
+def test_promote_with_approval_archives_the_previous_and_rollback_restores_it(mlflow, tmp_path, gate_files):
+    promote = load_bin("promote")
+    first = stage_new_version(mlflow, tmp_path, "a", 0.70)
+    assert promote.main(promote_args(gate_files, "--approve", "--by", "alice")) == 0
+    assert holders(PRODUCTION) == [first]
+    second = stage_new_version(mlflow, tmp_path, "b", 0.75)
+    assert promote.main(promote_args(gate_files, "--approve", "--by", "bob")) == 0
+    assert holders(PRODUCTION) == [second]
+    c = client()
+    old, new = c.get_model_version(NAME, first).tags, c.get_model_version(NAME, second).tags
+    assert old["archived_by"] == "bob" and old["archived_at"] and new["promoted_by"] == "bob"
+    promoted = json.loads(
+        next(v for k, v in sorted(new.items()) if k.startswith("audit.") and "promoted" in v)
+    )
+    assert promoted["gates"]["passed"] and {g["name"] for g in promoted["gates"]["gates"]} >= {"test_dice"}
+    assert c.get_registered_model(NAME).tags[HISTORY_TAG] == f"{first},{second}"
+
+    assert promote.main(promote_args(gate_files, "--rollback")) == 1  # who rolls back must be named
+    assert promote.main(promote_args(gate_files, "--rollback", "--by", "carol", "--reason", "drift")) == 0
+    assert holders(PRODUCTION) == [first]
+    assert c.get_model_version(NAME, second).tags["rolled_back_by"] == "carol"
+    assert c.get_model_version(NAME, first).tags["restored_by"] == "carol"
+    assert promote.main(promote_args(gate_files, "--rollback", "--by", "carol")) == 1  # nothing earlier
+
+
+def test_gates_fail_for_a_logged_model_without_signature_or_example(mlflow, tmp_path, gate_files, capsys):
+    import onnx
+
+    onnx_path = write_tiny_model(tmp_path / "bare", size=64)
+    with mlflow.start_run():
+        info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="bare", pip_requirements=["onnxruntime"])
+    args = promote_args(gate_files, "--model-uri", info.model_uri)
+    assert load_bin("gates").main(args) == 1
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("model_card"))
+    assert "FAIL" in row and "missing signature, input_example" in row
+
+
+@pytest.mark.integration
+def test_ephemeral_server_starts_answers_and_stops(tmp_path):
+    script = str(ROOT / "bin" / "mlflow_server.sh")
+    env = {**os.environ, "PY": str(ROOT / ".venv/bin/python"), "MLFLOW": str(ROOT / ".venv/bin/mlflow")}
+    started = subprocess.run(
+        [script, "start", str(tmp_path)], capture_output=True, text=True, env=env, timeout=400
+    )
+    assert started.returncode == 0, started.stderr
+    url = started.stdout.strip()
+    pid = int((tmp_path / "server.pid").read_text())
+    try:
+        assert urllib.request.urlopen(f"{url}/health", timeout=10).read() == b"OK"
+    finally:
+        subprocess.run([script, "stop", str(tmp_path)], env=env, timeout=60, check=True)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)

@@ -141,6 +141,7 @@ def write_text(path: str | Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600: a server running as another user must read model.json
     os.replace(tmp, path)
 
 

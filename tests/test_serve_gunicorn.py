@@ -119,6 +119,7 @@ def test_model_from_the_mlflow_registry_reports_its_registered_version(model_pat
         "POLYPSEG_MODEL_URI": "models:/polyp-seg-unet@production",
         "POLYPSEG_ALLOW_STAGING": "1",
         "POLYPSEG_MODEL_PATH": "/nonexistent/model.onnx",  # must not be used
+        "POLYPSEG_MODEL_RETRY_S": "2",  # a transient registry error (seen once in CI) is retried soon
     }
     with Gunicorn(model_path, workers=1, env=env) as server:
         status, body = http_get(server.port, "/version")

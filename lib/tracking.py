@@ -53,8 +53,9 @@ def set_tracking():
     import mlflow
 
     uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    # The registry follows the tracking URI unless MLFLOW_REGISTRY_URI says otherwise. (Not set here:
+    # mlflow.set_registry_uri exports the variable, which would leak into every child process.)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
     return mlflow
 
 

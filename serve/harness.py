@@ -60,8 +60,12 @@ class Gunicorn:
         self._tmp = tempfile.TemporaryDirectory(prefix="polypseg-gunicorn-")
         self.prometheus_dir = Path(self._tmp.name) / "prometheus"
         self.log_path = Path(log_path) if log_path else Path(self._tmp.name) / "gunicorn.log"
+        # MLflow's set_tracking_uri/set_registry_uri export MLFLOW_* variables into this process: a test
+        # that used another store earlier would point the server there. Tests pass their store in `env`.
+        stores = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+        inherited = {k: v for k, v in os.environ.items() if k not in stores}
         self.env = {
-            **os.environ,
+            **inherited,
             "PYTHONPATH": str(REPO),
             "POLYPSEG_MODEL_PATH": str(model_path),
             "POLYPSEG_BIND": f"127.0.0.1:{self.port}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -19,3 +20,12 @@ def run_script(name: str, *args: str, env: dict | None = None, timeout: float = 
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def load_bin(name: str):
+    """Import bin/<name>.py as a module, for tests that call its functions directly."""
+    spec = importlib.util.spec_from_file_location(f"bin_{name}", ROOT / "bin" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module

@@ -7,9 +7,7 @@ checkpoint in bin/train.py's format on 5 real validation images and log to a SQL
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from bin_helpers import load_bin
 from torch import nn
 
 from lib.onnx_export import check_onnx, export_onnx, model_metadata, ort_runner, ort_session, parity
@@ -41,14 +40,6 @@ def save_tiny_checkpoint(path: Path, run_id: str = "0" * 32, size: int = 64, val
                              "model_version": "abc1234-tiny", "run_id": run_id, "epoch": 1,
                              "val_dice": val_dice}}, path)  # fmt: skip
     return path
-
-
-def load_bin(name: str):
-    spec = importlib.util.spec_from_file_location(f"bin_{name}", ROOT / "bin" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_net() -> nn.Module:

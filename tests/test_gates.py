@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from bin_helpers import load_bin
 
 from lib.gates import (
     GateResult,
@@ -22,14 +21,6 @@ from lib.gates import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PARITY_OK = {"passed": True, "mean_abs_diff": 2e-7, "max_abs_diff": 3e-6, "tolerance": 1e-4}
-
-
-def load_bin(name: str):
-    spec = importlib.util.spec_from_file_location(f"bin_{name}", ROOT / "bin" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_dice_gate_passes_at_the_threshold_and_fails_below():

@@ -7,18 +7,17 @@ test takes seconds; tests/test_export_onnx.py covers the real U-Net export.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from bin_helpers import load_bin
 
 from lib.io import read_image, sha256_file
 from lib.preprocess import prepare_input
@@ -40,14 +39,6 @@ IMAGES = ROOT / "data" / "raw" / "Kvasir-SEG" / "images"
 VAL = ROOT / "data" / "splits" / "val.csv"
 NAME = "polyp-seg-unet"
 pytestmark = pytest.mark.skipif(not IMAGES.is_dir(), reason="needs data/raw/Kvasir-SEG (make data)")
-
-
-def load_bin(name: str):
-    spec = importlib.util.spec_from_file_location(f"bin_{name}", ROOT / "bin" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
 def first_val_image() -> Path:

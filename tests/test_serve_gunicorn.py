@@ -72,7 +72,8 @@ def test_two_workers_serve_predictions_and_shared_metrics(model_path):
         assert metric_total(server.port, "request_count_total", endpoint="/predict", status="200") == REQUESTS
         assert metric_total(server.port, "error_count_total", endpoint="/predict", status="400") == 1
         assert metric_total(server.port, "request_latency_ms_count", endpoint="/predict") == REQUESTS + 1
-        assert len(list(server.prometheus_dir.glob("counter_*.db"))) == 2  # one file per worker: both served
+        # One file per worker that served; which workers accept is up to the kernel, so one may take all 12.
+        assert 1 <= len(list(server.prometheus_dir.glob("counter_*.db"))) <= 2
 
         # A worker that dies is replaced; its counts stay in the totals (child_exit + mark_process_dead).
         victim = server.worker_pids()[0]

@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 
 STAGES := fetch_data validate_data make_splits preprocess
 
-.PHONY: help setup system-deps lock data all ci ci-image lint format test test-fast smoke serve clean $(STAGES) train evaluate
+.PHONY: help setup system-deps lock data all ci ci-image ci-cold lint format test test-fast smoke serve clean $(STAGES) train evaluate
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -90,6 +90,9 @@ ci: lint data smoke smoke-registry test ci-image ## what CI runs: lint, data, sm
 
 ci-image: ## build the serving image with the smoke model and test it (part of make ci)
 	POLYPSEG_MODEL_DIR=$(CURDIR)/models/smoke $(MAKE) --no-print-directory image image-test
+
+ci-cold: ## ci-image with an empty podman storage and no base image (what a never-used machine does)
+	POLYPSEG_MODEL_DIR=$(CURDIR)/models/smoke $(MAKE) --no-print-directory image-cold
 
 include serve/serve.mk packaging.mk
 

@@ -2,12 +2,15 @@
 # Build, smoke-test and base-image helpers for the serving container, with podman.
 #   serve/image.sh base    build localhost/debian-py311:bookworm with debootstrap (no registry needed)
 #   serve/image.sh build   build $POLYPSEG_IMAGE from serve/Dockerfile
+#   serve/image.sh pick-base  print the base a build would use (building the local one if needed)
 #   serve/image.sh test    run it, wait for /readyz, POST a real image from the host, check, remove it
-# Environment: POLYPSEG_IMAGE (default localhost/polypseg-serve:latest); BASE_IMAGE (default: the
-# local debootstrap image when present, else python:3.11-slim); POLYPSEG_STANDIN_MODEL=1 bakes a
-# tiny stand-in model when models/model.onnx does not exist yet; POLYPSEG_MODEL_DIR picks another
-# folder holding model.onnx + model.json; POLYPSEG_PODMAN_SANDBOX=0 uses your
-# own podman configuration instead of the sandbox-safe one written below.
+# Environment: POLYPSEG_IMAGE (default localhost/polypseg-serve:latest); BASE_IMAGE overrides the
+# base (default: the official python:3.11-slim when present or pullable, else the local debootstrap
+# image, built first when missing); POLYPSEG_STANDIN_MODEL=1 bakes a tiny stand-in model when
+# models/model.onnx does not exist yet; POLYPSEG_MODEL_DIR picks another folder holding model.onnx +
+# model.json; POLYPSEG_PODMAN_DIR is the podman storage (default .cache/podman in the repository:
+# the project's own, so nothing left on a machine by earlier runs can stand in for a build);
+# POLYPSEG_PODMAN_SANDBOX=0 uses your own podman configuration instead of the sandbox-safe one below.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,7 +18,9 @@ PY=${PY:-$REPO/.venv/bin/python}
 [[ "$PY" = /* ]] || PY="$PWD/$PY"  # make passes a path relative to the repo root
 IMAGE=${POLYPSEG_IMAGE:-localhost/polypseg-serve:latest}
 LOCAL_BASE=localhost/debian-py311:bookworm
-PODMAN_DIR=${POLYPSEG_PODMAN_DIR:-/var/tmp/polypseg-podman}
+OFFICIAL_BASE=docker.io/library/python:3.11-slim  # the Dockerfile's default, fully qualified
+PULL_TIMEOUT=${POLYPSEG_PULL_TIMEOUT:-120}  # seconds to try pulling the official base
+PODMAN_DIR=${POLYPSEG_PODMAN_DIR:-$REPO/.cache/podman}
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 
 # Sandboxes without systemd or overlayfs need runc, cgroupfs, file events and the vfs driver.
@@ -40,21 +45,36 @@ fi
 
 build_base() {
     command -v debootstrap >/dev/null || { echo "image: debootstrap missing (apt-get install -y debootstrap)" >&2; exit 1; }
-    local rootfs
+    local rootfs log start=$SECONDS
     rootfs=$(mktemp -d /var/tmp/polypseg-rootfs.XXXXXX)
+    log="$rootfs.log"
     chmod 755 "$rootfs"  # mktemp makes it 0700; as the image's / it would lock out the non-root user
-    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$rootfs" \
-        http://deb.debian.org/debian
-    tar -C "$rootfs" -c . | podman import - "$LOCAL_BASE"
-    rm -rf "$rootfs"
-    echo "image: base $LOCAL_BASE built"
+    if ! debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$rootfs" \
+        http://deb.debian.org/debian >"$log" 2>&1; then
+        tail -20 "$log" >&2
+        echo "image: debootstrap failed (full log: $log)" >&2
+        rm -rf "$rootfs"
+        exit 1
+    fi
+    tar -C "$rootfs" -c . | podman import - "$LOCAL_BASE" >/dev/null
+    rm -rf "$rootfs" "$log"
+    echo "image: base $LOCAL_BASE built in $((SECONDS - start)) s"
 }
 
+# Prints the base image to build from on stdout; progress goes to stderr. Order: BASE_IMAGE; an
+# official or local base already in the storage (reused, never rebuilt); the official base if it
+# can be pulled; else the local debootstrap base, built now.
 pick_base() {
-    if [[ -n "${BASE_IMAGE:-}" ]]; then echo "$BASE_IMAGE"
-    elif podman image exists "$LOCAL_BASE"; then echo "$LOCAL_BASE"
-    else echo "python:3.11-slim"
+    local err
+    if [[ -n "${BASE_IMAGE:-}" ]]; then echo "$BASE_IMAGE"; return; fi
+    if podman image exists "$OFFICIAL_BASE"; then echo "$OFFICIAL_BASE"; return; fi
+    if podman image exists "$LOCAL_BASE"; then echo "$LOCAL_BASE"; return; fi
+    if err=$(timeout "$PULL_TIMEOUT" podman pull --quiet "$OFFICIAL_BASE" 2>&1 >/dev/null); then
+        echo "$OFFICIAL_BASE"; return
     fi
+    echo "image: $OFFICIAL_BASE cannot be pulled (${err##*$'\n'}); building the local base $LOCAL_BASE with debootstrap first" >&2
+    build_base >&2
+    echo "$LOCAL_BASE"
 }
 
 build() {
@@ -111,6 +131,7 @@ smoke() {
 
 case "${1:-}" in
     base) build_base ;;
+    pick-base) pick_base ;;
     build) build ;;
     test) smoke ;;
     *) echo "usage: $0 base|build|test" >&2; exit 2 ;;

@@ -8,7 +8,7 @@ SERVE_TESTS := tests/test_rle.py tests/test_image.py tests/test_serve_app.py tes
 SERVE_PY    := serve lib/rle.py bin/bench_serve.py $(SERVE_TESTS) tests/test_serve_gunicorn.py tests/test_browser.py
 
 .PHONY: serve-run test-serve test-serve-gunicorn test-browser chromium container-tools image-base image \
-	image-test bench-serve lint-serve
+	image-test image-cold image-clean bench-serve lint-serve
 
 serve-run: ## run the API locally with gunicorn on 127.0.0.1:$(SERVE_PORT) (model: models/model.onnx)
 	POLYPSEG_BIND=127.0.0.1:$(SERVE_PORT) PYTHONPATH=$(CURDIR) \
@@ -35,6 +35,16 @@ image-base: container-tools ## build the local base image localhost/debian-py311
 
 image: container-tools ## build the serving image with podman (BASE_IMAGE=..., POLYPSEG_STANDIN_MODEL=1 without a model)
 	POLYPSEG_IMAGE=$(SERVE_IMAGE) PY=$(PY) serve/image.sh build
+
+image-cold: ## image + image-test in an empty throw-away podman storage: proves a never-built machine works
+	@dir=$$(mktemp -d /var/tmp/polypseg-podman-cold.XXXXXX); start=$$(date +%s); \
+	echo "image-cold: empty podman storage $$dir"; \
+	POLYPSEG_PODMAN_DIR=$$dir $(MAKE) --no-print-directory image image-test; rc=$$?; \
+	echo "image-cold: exit $$rc after $$(( $$(date +%s) - start )) s (base, build and test)"; \
+	rm -rf $$dir; exit $$rc
+
+image-clean: ## delete the project's podman storage (.cache/podman): the next build starts cold
+	rm -rf .cache/podman
 
 image-test: ## run the image, wait for /readyz, POST a real image from the host, check it, remove it
 	POLYPSEG_IMAGE=$(SERVE_IMAGE) PY=$(PY) serve/image.sh test

@@ -12,23 +12,29 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 
 from lib.cli import parser
 from lib.config import ConfigError, flatten, load_config, save_config, to_dict
 from lib.data import SegmentationDataset, load_cache, split_rows
-from lib.io import write_json
-from lib.losses import BceDiceLoss
+from lib.io import find_pair_dirs, list_images, read_image, read_mask, write_json
+from lib.losses import build_loss
 from lib.model import ModelConfig, build_model, normalisation
+from lib.negatives import CropSpec, crop_negatives
 from lib.tracking import data_revision, git_state, setup_mlflow
 from lib.training import (
+    MixedBatchSampler,
+    WeightAverage,
     count_parameters,
     pick_device,
     resolve_speed_switches,
     seed_everything,
+    size_for_epoch,
     train_one_epoch,
     validate,
     warmup_cosine,
@@ -45,12 +51,16 @@ class Optim:
     warmup_epochs: int = 1  # linear warm-up epochs
     lr_floor: float = 0.01  # final LR as a share of the peak
     patience: int = 8  # epochs without improvement before stopping
+    ema_decay: float = 0.0  # per-step decay of a weight average used for validation and saving; 0 = off
+    progressive: tuple[tuple[float, int], ...] = ()  # ((until share of epochs, side px), ...); then full size
 
 
 @dataclass(frozen=True)
 class Loss:
-    bce_weight: float = 1.0
-    dice_weight: float = 1.0
+    kind: Literal["bce_dice", "structure"] = "bce_dice"  # structure = PraNet's weighted BCE + weighted IoU
+    bce_weight: float = 1.0  # bce_dice only
+    dice_weight: float = 1.0  # bce_dice only
+    structure_kernel: int = 31  # structure only: boundary window side, px
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,13 @@ class Runtime:
     threads: int = 2  # torch intra-op threads
     workers: int = 1  # data-loader processes
     log_every: int = 20  # steps between progress lines; 0 = none
+
+
+@dataclass(frozen=True)
+class Negatives:
+    per_batch: int = 0  # polyp-free crops in each batch (of optim.batch_size); 0 = off
+    data_dir: str = "data/raw/Kvasir-SEG"  # originals the crops are cut from (train split only)
+    crops: CropSpec = field(default_factory=CropSpec)
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,21 @@ class TrainConfig:
     loss: Loss = field(default_factory=Loss)
     runtime: Runtime = field(default_factory=Runtime)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    negatives: Negatives = field(default_factory=Negatives)
+
+
+def train_negatives(cfg: TrainConfig, stems: list[str]) -> np.ndarray:
+    """Polyp-free crops of the training frames at the model input size, `(N, S, S, 3) uint8`."""
+    images_dir, masks_dir = find_pair_dirs(cfg.negatives.data_dir)
+    images, masks = list_images(images_dir), list_images(masks_dir)
+    crops = []
+    for stem in sorted(stems):
+        crops += crop_negatives(read_image(images[stem]), read_mask(masks[stem]), cfg.negatives.crops,
+                                cfg.seed, stem, cfg.model.input_size)  # fmt: skip
+    if not crops:
+        raise ValueError(f"no polyp-free crops found in {len(stems)} training frames")
+    print(f"train: {len(crops)} polyp-free crops from {len(stems)} training frames", flush=True)
+    return np.stack(crops)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,17 +137,24 @@ def main(argv: list[str] | None = None) -> int:
     val_rows = split_rows(cfg.val_split, rows, cfg.limit)
     train_set = SegmentationDataset(images, masks, train_rows, mean, std, cfg.augment, cfg.seed)
     val_set = SegmentationDataset(images, masks, val_rows, mean, std)
-    loader_gen = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(
-        train_set, cfg.optim.batch_size, shuffle=True, generator=loader_gen,
-        num_workers=cfg.runtime.workers, drop_last=len(train_set) > cfg.optim.batch_size,
-    )  # fmt: skip
+    sets, n_neg = [train_set], 0
+    if cfg.negatives.per_batch:
+        wanted = set(train_rows)
+        neg_images = train_negatives(cfg, [stem for stem, row in rows.items() if row in wanted])
+        n_neg = len(neg_images)
+        neg_masks = np.zeros(neg_images.shape[:3], np.uint8)
+        sets.append(SegmentationDataset(neg_images, neg_masks, range(n_neg), mean, std, cfg.augment,
+                                        cfg.seed + 1))  # fmt: skip
+    sampler = MixedBatchSampler(len(train_set), n_neg, cfg.optim.batch_size, cfg.negatives.per_batch,
+                                cfg.seed, drop_last=len(train_set) > cfg.optim.batch_size)  # fmt: skip
+    train_loader = DataLoader(ConcatDataset(sets), batch_sampler=sampler, num_workers=cfg.runtime.workers)
     val_loader = DataLoader(val_set, cfg.optim.batch_size * 2, num_workers=cfg.runtime.workers)
 
     model = build_model(cfg.model).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = BceDiceLoss(cfg.loss.bce_weight, cfg.loss.dice_weight)
+    loss_fn = build_loss(cfg.loss.kind, cfg.loss.bce_weight, cfg.loss.dice_weight, cfg.loss.structure_kernel)
+    average = WeightAverage(model, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     total_steps = cfg.optim.epochs * len(train_loader)
     warmup = cfg.optim.warmup_epochs * len(train_loader)
@@ -134,25 +173,31 @@ def main(argv: list[str] | None = None) -> int:
         model_version = f"{sha[:7]}-{run.info.run_id[:8]}"
         mlflow.set_tags({"git_sha": sha, "git_dirty": str(dirty), "data_rev": data_rev,
                          "model_version": model_version, "device": device.type})  # fmt: skip
-        mlflow.log_params({**flatten(to_dict(cfg)), "n_train": len(train_set), "n_val": len(val_set),
+        mlflow.log_params({**flatten(to_dict(cfg)), "n_train": len(train_set), "n_train_negatives": n_neg,
+                           "n_val": len(val_set),
                            "n_parameters": count_parameters(model)})  # fmt: skip
         print(f"train: {len(train_set)} train / {len(val_set)} val images on {device} (amp={amp}, "
               f"channels_last={channels_last}), run {run.info.run_id}")  # fmt: skip
         best, best_epoch, history, start = -1.0, 0, [], time.time()
         for epoch in range(1, cfg.optim.epochs + 1):
             t0 = time.time()
-            train_set.set_epoch(epoch)
+            for dataset in sets:
+                dataset.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            size = size_for_epoch(epoch, cfg.optim.epochs, cfg.optim.progressive, cfg.model.input_size)
             loss = train_one_epoch(model, train_loader, loss_fn, optimiser, scheduler, device, amp,
-                                   channels_last, scaler, cfg.runtime.log_every)  # fmt: skip
-            val = validate(model, val_loader, device, amp, channels_last)
+                                   channels_last, scaler, cfg.runtime.log_every, size, average)  # fmt: skip
+            scored = average.module() if average else model  # what is validated is what is saved
+            val = validate(scored, val_loader, device, amp, channels_last)
             elapsed = time.time() - t0
-            history.append({"epoch": epoch, "loss": loss, **{f"val_{k}": v for k, v in val.items()},
+            history.append({"epoch": epoch, "size": size, "loss": loss,
+                            **{f"val_{k}": v for k, v in val.items()},
                             "lr": scheduler.get_last_lr()[0], "seconds": elapsed})  # fmt: skip
             mlflow.log_metrics({k: v for k, v in history[-1].items() if k != "epoch"}, step=epoch)
             improved = val["dice"] > best
             if improved:
                 best, best_epoch = val["dice"], epoch
-                torch.save({"state_dict": model.state_dict(), "model_config": asdict(cfg.model),
+                torch.save({"state_dict": scored.state_dict(), "model_config": asdict(cfg.model),
                             "config": to_dict(cfg), "mean": list(mean), "std": list(std),
                             "metadata": {"git_sha": sha, "git_dirty": dirty, "data_rev": data_rev,
                                          "model_version": model_version, "run_id": run.info.run_id,

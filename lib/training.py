@@ -69,13 +69,56 @@ def warmup_cosine(step: int, total: int, warmup: int, floor: float) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def resize_batch(x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Downscale a training batch to `size` px (progressive resizing); masks stay {0, 1}."""
+    if x.shape[-1] == size:
+        return x, y
+    x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    y = nn.functional.interpolate(y, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x, (y >= 0.5).float()  # same rule as resize_mask: a pixel is polyp if half of it was
+
+
+def size_for_epoch(epoch: int, epochs: int, schedule: tuple[tuple[float, int], ...], full: int) -> int:
+    """Training side for `epoch` (1-based): the first `(until, size)` whose `until` share covers it.
+
+    `schedule` like ((0.5, 192), (0.8, 224)) trains the first half at 192 px, up to 80 % at 224 px
+    and the rest at `full`. Smaller inputs make an epoch cheaper (cost grows with pixels).
+    """
+    for until, size in schedule:
+        if epoch <= round(until * epochs):
+            return int(size)
+    return full
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights (and BatchNorm buffers), for evaluation.
+
+    The average follows the trained weights with `decay` per step; it smooths the noise of the
+    last steps and usually scores a little better than the raw weights at the same cost.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        self.model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    def update(self, model: nn.Module) -> None:
+        self.model.update_parameters(model)
+
+    def module(self) -> nn.Module:
+        return self.model.module
+
+
 def train_one_epoch(
-    model, loader, loss_fn, optimiser, scheduler, device, amp, channels_last, scaler, log_every
-):
+    model, loader, loss_fn, optimiser, scheduler, device, amp, channels_last, scaler, log_every,
+    size: int | None = None, average: WeightAverage | None = None,
+):  # fmt: skip
     model.train()
     total, n, start = 0.0, 0, time.time()
     for step, (x, y) in enumerate(loader, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if size:
+            x, y = resize_batch(x, y, size)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         optimiser.zero_grad(set_to_none=True)
@@ -90,6 +133,8 @@ def train_one_epoch(
             loss.backward()
             optimiser.step()
         scheduler.step()
+        if average is not None:
+            average.update(model)
         total += loss.item() * len(x)
         n += len(x)
         if log_every and step % log_every == 0:
@@ -124,3 +169,43 @@ def validate(model, loader, device, amp, channels_last, threshold: float = 0.5) 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class MixedBatchSampler(torch.utils.data.Sampler):
+    """Batches of `batch_size - per_batch` positives plus `per_batch` negatives.
+
+    Indices below `n_pos` are positives (each seen once per epoch, as with plain shuffling), the
+    rest negatives (drawn in a fresh shuffled order, cycling when there are fewer than needed).
+    Order comes from (seed, epoch) only; call `set_epoch` before each epoch.
+    """
+
+    def __init__(self, n_pos: int, n_neg: int, batch_size: int, per_batch: int, seed: int, drop_last=True):
+        if not 0 <= per_batch < batch_size:
+            raise ValueError(f"negatives per batch must be in [0, {batch_size}), got {per_batch}")
+        if per_batch and not n_neg:
+            raise ValueError("negatives per batch > 0 but there are no negatives")
+        self.n_pos, self.n_neg, self.per_batch = n_pos, n_neg, per_batch
+        self.n_pos_batch, self.seed, self.epoch, self.drop_last = batch_size - per_batch, seed, 0, drop_last
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n_pos, self.n_pos_batch)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def __iter__(self):
+        rng = np.random.default_rng((self.seed, self.epoch, 7))
+        pos = rng.permutation(self.n_pos)
+        neg = (
+            np.concatenate([rng.permutation(self.n_neg) for _ in range(self._cycles())])
+            if self.per_batch
+            else []
+        )
+        for b in range(len(self)):
+            batch = [int(i) for i in pos[b * self.n_pos_batch : (b + 1) * self.n_pos_batch]]
+            batch += [self.n_pos + int(i) for i in neg[b * self.per_batch : (b + 1) * self.per_batch]]
+            yield batch
+
+    def _cycles(self) -> int:
+        return max(1, -(-len(self) * self.per_batch // max(1, self.n_neg)))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lib.cli import parser
 from lib.config import ConfigError, load_config, save_config, to_dict
+from lib.decision import Decision, load_decision
 from lib.inference import torch_runner
 from lib.io import decode_image, read_csv_stems, read_image, sha256_file, write_json
 from lib.model import load_checkpoint
@@ -28,20 +29,38 @@ class ExportConfig:
     mlflow_report: str  # reports/export/mlflow.json: run id and model URIs
     images_dir: str  # original images (JPEG) read for the parity check
     parity_split: str  # CSV of stems; its first `parity_images` are compared
+    decision: str  # reports/eval/decision.json from bin/evaluate.py: threshold + image-level rule
     parity_images: int = 5  # images compared between PyTorch and onnxruntime
     tolerance: float = 1e-4  # maximum allowed post-sigmoid mean absolute difference
     opset: int = 20  # ONNX opset (18+)
     dynamic: bool = True  # also write model_dynamic.onnx with a dynamic batch axis
-    threshold: float = 0.5  # default probability threshold written into model.json
     threads: int = 2  # torch and onnxruntime intra-op threads
     log_to_mlflow: bool = True  # log ONNX + pyfunc models into the checkpoint's run (or a new one)
     experiment: str = "polyp-seg"  # new run here when the checkpoint's run is not in this store
+
+
+def read_decision(path: str) -> Decision:
+    """The operating point chosen on validation; ValueError naming the file when it is missing or bad."""
+    try:
+        decision = load_decision(path)
+        bad = [k for k in ("threshold", "min_area_fraction") if not 0.0 <= getattr(decision, k) <= 1.0]
+        if bad:  # NaN fails the comparison too
+            raise ValueError(f"{' and '.join(bad)} must be in [0, 1]")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        why = {FileNotFoundError: "not found", KeyError: f"no key {exc}",
+               TypeError: "not a JSON object of numbers"}.get(type(exc), str(exc))  # fmt: skip
+        raise ValueError(
+            f"cannot use the operating point {path} ({why}); run the evaluate stage first "
+            "(make evaluate, or make smoke for conf/smoke), which chooses it on validation"
+        ) from None
+    return decision
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0], "conf/export_onnx.yaml").parse_args(argv)
     try:
         cfg = load_config(ExportConfig, args.conf, args.overrides)
+        decision = read_decision(cfg.decision)
         stems = read_csv_stems(cfg.parity_split)[: cfg.parity_images]
         images = {s: read_image(Path(cfg.images_dir) / f"{s}.jpg") for s in stems}
     except (ConfigError, OSError, ValueError) as exc:
@@ -61,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         results[kind] = parity(reference, ort_runner(ort_session(path, cfg.threads)), images, size, mean, std)
         results[kind]["passed"] = results[kind]["mean_abs_diff"] < cfg.tolerance
     passed = all(r["passed"] for r in results.values())
-    meta = model_metadata(ckpt, checks["static"]["opset"], cfg.threshold, sha256_file(paths["static"]))
+    meta = model_metadata(ckpt, checks["static"]["opset"], decision, sha256_file(paths["static"]))
     write_json(out / "model.json", meta)
     os.chmod(out / "model.json", 0o644)  # write_json's temp file is 0600; a serving user must read it
     save_config(cfg, out / "export_config.yaml")
@@ -91,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         logged = f"logged to {'new ' if created else ''}run {run_id}"
     write_json(cfg.mlflow_report, {**record, "experiment": cfg.experiment, "config": to_dict(cfg)})
     written = ", ".join(str(p) for p in paths.values())
-    print(f"export_onnx: {written} (opset {meta['opset']}), {line}, {logged}")
+    point = f"threshold {decision.threshold:g} min_area {decision.min_area_fraction:g} from {cfg.decision}"
+    print(f"export_onnx: {written} (opset {meta['opset']}), {point}, {line}, {logged}")
     return 0
 
 

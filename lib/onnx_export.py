@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.decision import Decision
 from lib.inference import RunModel
 from lib.preprocess import prepare_input, sigmoid
 
@@ -102,8 +103,12 @@ def parity(
     return {"mean_abs_diff": total / max(count, 1), "max_abs_diff": worst, "images": rows}
 
 
-def model_metadata(ckpt: dict, opset: int, threshold: float, onnx_sha256: str) -> dict:
-    """The `model.json` written beside `model.onnx`: everything a server needs besides the graph."""
+def model_metadata(ckpt: dict, opset: int, decision: Decision, onnx_sha256: str) -> dict:
+    """The `model.json` written beside `model.onnx`: everything a server needs besides the graph.
+
+    `decision` is the operating point bin/evaluate.py chose on validation (lib/decision.py); serving
+    and the pyfunc read the threshold and the image-level rule from here and nowhere else.
+    """
     meta = ckpt["metadata"]
     return {
         "input_size": int(ckpt["model_config"]["input_size"]),
@@ -111,7 +116,9 @@ def model_metadata(ckpt: dict, opset: int, threshold: float, onnx_sha256: str) -
         "output_name": OUTPUT_NAME,
         "mean": [float(v) for v in ckpt["mean"]],
         "std": [float(v) for v in ckpt["std"]],
-        "threshold": float(threshold),
+        "threshold": float(decision.threshold),
+        "min_area_fraction": float(decision.min_area_fraction),
+        "decision_chosen_on": decision.chosen_on,
         "model_version": meta["model_version"],
         "git_sha": meta["git_sha"],
         "data_rev": meta["data_rev"],

@@ -1,8 +1,10 @@
 """The MLflow pyfunc wrapper: base64 images in, base64 PNG masks out, through the shared lib/ path.
 
 Input: a DataFrame with a string column `image` (base64 JPEG/PNG bytes). Output: a DataFrame with
-`mask_png` (base64 PNG, 0/255, at the original size), `width`, `height`, `polyp_fraction`.
-Optional param `threshold` (default: model.json's). Artifacts: `model_onnx`, `model_json`.
+`mask_png` (base64 PNG, 0/255, at the original size), `width`, `height`, `polyp_fraction` and
+`polyp_detected` (lib.decision.polyp_detected on that mask with model.json's `min_area_fraction`).
+Optional param `threshold` (default: model.json's). Artifacts: `model_onnx`, `model_json`; the
+threshold and `min_area_fraction` in model.json are the operating point chosen on validation.
 It is logged as an MLflow "model from code" (this file is the model's code, nothing is pickled)
 with code_paths=["lib"], so it loads wherever mlflow, onnxruntime and OpenCV are.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -21,12 +24,15 @@ from mlflow.models import ModelSignature, set_model
 from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
+from lib.decision import polyp_detected
 from lib.inference import predict_probability
 from lib.io import decode_image
 from lib.onnx_export import ort_runner, ort_session
 
-OUTPUT_COLUMNS = ["mask_png", "width", "height", "polyp_fraction"]
+OUTPUT_COLUMNS = ["mask_png", "width", "height", "polyp_fraction", "polyp_detected"]
 THREADS_ENV = "POLYPSEG_ORT_THREADS"  # onnxruntime intra-op threads inside the pyfunc (default 1)
+
+log = logging.getLogger("polypseg.pyfunc")
 
 
 def encode_png(mask: np.ndarray) -> bytes:
@@ -37,8 +43,18 @@ def encode_png(mask: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def predict_masks(run_model, images: list[str], meta: dict, threshold: float) -> pd.DataFrame:
-    """Base64 images -> the output DataFrame (one row per image)."""
+def min_area_fraction(meta: dict) -> float:
+    """model.json's image-level rule; models exported before it existed count any polyp pixel (0.0)."""
+    if "min_area_fraction" not in meta:
+        log.warning("model.json has no min_area_fraction (exported before it existed); using 0.0")
+        return 0.0
+    return float(meta["min_area_fraction"])
+
+
+def predict_masks(
+    run_model, images: list[str], meta: dict, threshold: float, min_area: float
+) -> pd.DataFrame:
+    """Base64 images -> the output DataFrame (one row per image); `min_area` as in lib.decision."""
     size, mean, std = meta["input_size"], meta["mean"], meta["std"]
     rows = []
     for i, b64 in enumerate(images):
@@ -53,6 +69,7 @@ def predict_masks(run_model, images: list[str], meta: dict, threshold: float) ->
                 "width": int(rgb.shape[1]),
                 "height": int(rgb.shape[0]),
                 "polyp_fraction": float(mask.mean()),
+                "polyp_detected": polyp_detected(mask, min_area),
             }
         )
     return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
@@ -63,6 +80,7 @@ class PolypSegModel(PythonModel):
 
     def load_context(self, context):
         self.meta = json.loads(Path(context.artifacts["model_json"]).read_text())
+        self.min_area = min_area_fraction(self.meta)  # read once: an old model.json is logged once
         threads = int(os.environ.get(THREADS_ENV, "1"))
         session = ort_session(context.artifacts["model_onnx"], threads=threads)
         self.run_model = ort_runner(session, self.meta["input_name"], self.meta["output_name"])
@@ -71,7 +89,7 @@ class PolypSegModel(PythonModel):
         if "image" not in model_input:
             raise ValueError("input needs a string column 'image' holding base64 JPEG/PNG bytes")
         threshold = float((params or {}).get("threshold", self.meta["threshold"]))
-        return predict_masks(self.run_model, list(model_input["image"]), self.meta, threshold)
+        return predict_masks(self.run_model, list(model_input["image"]), self.meta, threshold, self.min_area)
 
 
 def pyfunc_signature(threshold: float) -> ModelSignature:
@@ -83,6 +101,7 @@ def pyfunc_signature(threshold: float) -> ModelSignature:
                 ColSpec("long", "width"),
                 ColSpec("long", "height"),
                 ColSpec("double", "polyp_fraction"),
+                ColSpec("boolean", "polyp_detected"),
             ]
         ),  # fmt: skip
         params=ParamSchema([ParamSpec("threshold", "double", float(threshold))]),

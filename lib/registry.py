@@ -221,6 +221,7 @@ def verify_model(model_uri: str, image_bytes: bytes) -> dict:
         "width": int(row.width),
         "height": int(row.height),
         "polyp_fraction": float(row.polyp_fraction),
+        "polyp_detected": bool(row.polyp_detected),
     }
     return {**model_card(model_uri), "prediction": prediction}
 

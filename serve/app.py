@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime
 from falcon.media.multipart import MultipartFormHandler, MultipartParseOptions
 
+from lib.decision import polyp_detected
 from lib.rle import encode_rle
 from serve.imagecheck import BadImage, ImageTooLarge, decode_checked
 from serve.logs import configure_logging
@@ -236,6 +237,8 @@ class PredictResource:
         t1 = time.perf_counter()
         mask = (result.prob >= threshold).astype(np.uint8)
         fraction = round(float(mask.mean()), 6)
+        # The image-level rule chosen on validation, applied to the mask actually returned.
+        detected = polyp_detected(mask, meta.min_area_fraction)
         mask_png = encode_png(mask * 255) if mask_format == "png" or self.settings.shadow_dir else b""
         if mask_format == "prob":
             payload_png = encode_png(np.clip(result.prob * 255.0 + 0.5, 0, 255).astype(np.uint8))
@@ -247,12 +250,16 @@ class PredictResource:
             "width": width,
             "height": height,
             "polyp_fraction": fraction,
+            "polyp_detected": detected,
+            "min_area_fraction": meta.min_area_fraction,
             "threshold": threshold,
             "latency_ms": latency_ms,
             "model_version": meta.version,
             "request_id": req.context.request_id,
         }
-        req.context.fields.update(polyp_fraction=fraction, threshold=threshold, mask_format=mask_format)
+        req.context.fields.update(
+            polyp_fraction=fraction, polyp_detected=detected, threshold=threshold, mask_format=mask_format
+        )
 
         if wants_png:
             resp.content_type = "image/png"
@@ -260,7 +267,8 @@ class PredictResource:
             for key, value in fields.items():
                 if key == "request_id":  # the middleware sets X-Request-ID on every response
                     continue
-                resp.set_header("X-" + "-".join(w.capitalize() for w in key.split("_")), str(value))
+                text = str(value).lower() if isinstance(value, bool) else str(value)  # as in the JSON
+                resp.set_header("X-" + "-".join(w.capitalize() for w in key.split("_")), text)
             resp.set_header("X-Mask-Format", mask_format)
             resp.set_header("X-Notice", NOTICE)
         else:
@@ -322,6 +330,8 @@ class VersionResource:
                 "opset": m.opset,
                 "input_size": m.input_size,
                 "threshold": m.threshold,
+                "min_area_fraction": m.min_area_fraction,
+                "decision_chosen_on": m.decision_chosen_on,
                 "source": m.source,
             }
         resp.media = {

@@ -1,8 +1,10 @@
 """The model behind /predict: an onnxruntime CPU session plus the shared lib/ preprocessing.
 
 A model is a `model.onnx` with a `model.json` beside it (input size, tensor names, normalisation,
-default threshold, provenance). It comes from a local path or, when configured, from the MLflow
-registry; mlflow is imported only on that path so the serving container needs neither it nor torch.
+provenance, and the operating point bin/evaluate.py chose on validation: the default `threshold` and
+the image-level rule `min_area_fraction`, see lib/decision.py). It comes from a local path or, when
+configured, from the MLflow registry; mlflow is imported only on that path so the serving container
+needs neither it nor torch.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class ModelMeta:
     mean: tuple[float, float, float]  # per-channel normalisation of [0, 1] RGB
     std: tuple[float, float, float]
     threshold: float  # default probability threshold for the binary mask
+    min_area_fraction: float  # polyp detected when the mask's polyp share reaches this (lib/decision.py)
+    decision_chosen_on: str  # where threshold and min_area_fraction were chosen, e.g. the validation split
     version: str  # what /predict reports as model_version (registry name/version when registered)
     artifact_version: str  # model_version written by the export step into model.json
     git_sha: str
@@ -61,6 +65,13 @@ def _triple(meta: dict, key: str) -> tuple[float, float, float]:
     return tuple(float(v) for v in value)
 
 
+def _fraction(meta: dict, key: str) -> float:
+    value = meta[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ModelError(f"model.json: {key!r} must be in [0, 1], got {value!r}")
+    return float(value)
+
+
 def read_model_meta(json_path: Path, version: str | None = None, source: str = "") -> ModelMeta:
     """Parse and check `model.json`; `version` overrides its model_version (registry loads)."""
     try:
@@ -72,9 +83,17 @@ def read_model_meta(json_path: Path, version: str | None = None, source: str = "
     size = meta.get("input_size")
     if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 4096:
         raise ModelError(f"model.json: 'input_size' must be an integer in [8, 4096], got {size!r}")
-    threshold = meta.get("threshold", 0.5)
-    if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-        raise ModelError(f"model.json: 'threshold' must be in [0, 1], got {threshold!r}")
+    if "threshold" not in meta:
+        raise ModelError(f"{json_path}: no 'threshold' (the export step writes it from decision.json)")
+    threshold = _fraction(meta, "threshold")
+    if "min_area_fraction" in meta:
+        min_area = _fraction(meta, "min_area_fraction")
+    else:  # exported before the image-level rule existed: once per load, not per request
+        min_area = 0.0
+        log.warning(
+            "model.json has no min_area_fraction; using 0.0 (any polyp pixel means polyp detected)",
+            extra={"fields": {"model": source or str(json_path)}},
+        )
     artifact_version = str(meta.get("model_version") or "unversioned")
     opset = meta.get("opset")
     return ModelMeta(
@@ -83,7 +102,9 @@ def read_model_meta(json_path: Path, version: str | None = None, source: str = "
         output_name=str(meta.get("output_name") or "logits"),
         mean=_triple(meta, "mean"),
         std=_triple(meta, "std"),
-        threshold=float(threshold),
+        threshold=threshold,
+        min_area_fraction=min_area,
+        decision_chosen_on=str(meta.get("decision_chosen_on") or "unknown"),
         version=version or artifact_version,
         artifact_version=artifact_version,
         git_sha=str(meta.get("git_sha") or "unknown"),

@@ -1,8 +1,9 @@
 """A tiny real ONNX segmentation model (one 1x1 convolution) for tests and container smoke runs.
 
 It follows the export contract exactly: `model.onnx` with input `(batch, 3, S, S) float32` named
-"input", output `(batch, 1, S, S)` logits named "logits", and `model.json` beside it. Its
-logits are a fixed colour rule (redder than green -> polyp), so masks vary across a real image.
+"input", output `(batch, 1, S, S)` logits named "logits", and `model.json` beside it (with the
+default operating point of lib/decision.py, or the one given). Its logits are a fixed colour rule
+(redder than green -> polyp), so masks vary across a real image.
 
 Usage: python -m serve.tinymodel OUT_DIR [--size 64]
 """
@@ -16,11 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.decision import Decision
+
 TINY_VERSION = "tiny-test-0"
 
 
-def write_tiny_model(out_dir: str | Path, size: int = 64, version: str = TINY_VERSION) -> Path:
+def write_tiny_model(
+    out_dir: str | Path, size: int = 64, version: str = TINY_VERSION, decision: Decision | None = None
+) -> Path:
     """Write `model.onnx` + `model.json` into `out_dir`; returns the ONNX path."""
+    decision = decision or Decision(chosen_on="nothing: tiny stand-in model for tests")
     import onnx  # imported here: only tests and the stand-in build need it, never the container
     from onnx import TensorProto, helper, numpy_helper
 
@@ -47,7 +53,9 @@ def write_tiny_model(out_dir: str | Path, size: int = 64, version: str = TINY_VE
         "output_name": "logits",
         "mean": [0.5, 0.5, 0.5],
         "std": [0.5, 0.5, 0.5],
-        "threshold": 0.5,
+        "threshold": decision.threshold,
+        "min_area_fraction": decision.min_area_fraction,
+        "decision_chosen_on": decision.chosen_on,
         "model_version": version,
         "git_sha": "0000000",
         "data_rev": "none",

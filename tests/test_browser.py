@@ -66,6 +66,7 @@ def test_demo_page_overlays_mask_and_slider_redraws_without_upload(browser, tmp_
         assert (canvas.get_attribute("width"), canvas.get_attribute("height")) == ("622", "529")
         before = page.evaluate(COUNT_OVERLAY_PIXELS)
         assert 0 < before < 622 * 529
+        assert page.locator("#detected").inner_text() == "yes"  # some mask, min_area_fraction 0
 
         # Drag the slider thumb from the middle (0.50) to the right; the overlay is redrawn locally.
         box = page.locator("#threshold").bounding_box()
@@ -78,6 +79,7 @@ def test_demo_page_overlays_mask_and_slider_redraws_without_upload(browser, tmp_
         assert threshold > 0.55
         after = page.evaluate(COUNT_OVERLAY_PIXELS)
         assert after < before  # a higher threshold keeps fewer pixels
+        assert page.locator("#detected").inner_text() == ("yes" if after else "no")
         assert page.locator("#threshold-value").inner_text() == f"{threshold:.2f}"
         assert len(predicts) == 1, predicts  # one upload; the slider sent nothing
 

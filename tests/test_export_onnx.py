@@ -18,13 +18,15 @@ import torch
 from bin_helpers import load_bin
 from torch import nn
 
+from lib.decision import Decision, save_decision
 from lib.onnx_export import check_onnx, export_onnx, model_metadata, ort_runner, ort_session, parity
 from lib.pyfunc_model import example_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw" / "Kvasir-SEG"
-REQUIRED_KEYS = {"input_size", "input_name", "output_name", "mean", "std", "threshold", "model_version",
-                 "git_sha", "data_rev", "opset"}  # fmt: skip
+REQUIRED_KEYS = {"input_size", "input_name", "output_name", "mean", "std", "threshold", "min_area_fraction",
+                 "decision_chosen_on", "model_version", "git_sha", "data_rev", "opset"}  # fmt: skip
+DECISION = Decision(threshold=0.4, min_area_fraction=0.02, chosen_on="val (5 images)")
 
 
 def save_tiny_checkpoint(path: Path, run_id: str = "0" * 32, size: int = 64, val_dice: float = 0.5) -> Path:
@@ -86,15 +88,24 @@ def test_parity_is_zero_for_identical_runners_and_exact_for_a_constant_offset():
 def test_model_metadata_carries_every_required_key():
     ckpt = {"model_config": {"input_size": 256, "encoder": "x"}, "mean": [0.5] * 3, "std": [0.5] * 3,
             "metadata": {"model_version": "v", "git_sha": "s", "data_rev": "d", "run_id": "r"}}  # fmt: skip
-    meta = model_metadata(ckpt, opset=20, threshold=0.5, onnx_sha256="0" * 64)
+    meta = model_metadata(ckpt, opset=20, decision=DECISION, onnx_sha256="0" * 64)
     assert REQUIRED_KEYS <= set(meta) and meta["input_name"] == "input" and meta["output_name"] == "logits"
+    assert (meta["threshold"], meta["min_area_fraction"], meta["decision_chosen_on"]) == (
+        0.4,
+        0.02,
+        "val (5 images)",
+    )
     assert json.loads(json.dumps(meta)) == meta  # plain JSON (no NaN, no numpy types)
 
 
 def export_args(tmp_path: Path, ckpt: Path, *extra: str) -> list[str]:
+    """CLI arguments exporting `ckpt` into tmp_path with DECISION as the operating point."""
+    if not (tmp_path / "decision.json").exists():
+        save_decision(tmp_path / "decision.json", DECISION)
     sets = {"checkpoint": ckpt, "out_dir": tmp_path / "models", "parity_report": tmp_path / "parity.json",
             "mlflow_report": tmp_path / "mlflow.json", "images_dir": RAW / "images",
-            "parity_split": ROOT / "data/splits/val.csv", "dynamic": "false"}  # fmt: skip
+            "parity_split": ROOT / "data/splits/val.csv", "dynamic": "false",
+            "decision": tmp_path / "decision.json"}  # fmt: skip
     args = ["--conf", str(ROOT / "conf/export_onnx.yaml")]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
@@ -118,6 +129,7 @@ def test_cli_exports_checks_parity_and_logs_loadable_models_into_the_training_ru
     assert report["passed"] and report["mean_abs_diff"] < 1e-4 and report["n_images"] == 5
     meta = json.loads((tmp_path / "models/model.json").read_text())
     assert REQUIRED_KEYS <= set(meta) and meta["opset"] >= 18 and meta["run_id"] == run.info.run_id
+    assert (meta["threshold"], meta["min_area_fraction"]) == (0.4, 0.02)  # from decision.json, nowhere else
     assert (tmp_path / "models/model.onnx").is_file() and (tmp_path / "models/export_config.yaml").is_file()
 
     logged = json.loads((tmp_path / "mlflow.json").read_text())
@@ -127,6 +139,7 @@ def test_cli_exports_checks_parity_and_logs_loadable_models_into_the_training_ru
     out = mlflow.pyfunc.load_model(logged["pyfunc_model_uri"]).predict(example_frame(image.read_bytes()))
     mask = cv2.imdecode(np.frombuffer(base64.b64decode(out.mask_png[0]), np.uint8), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (out.height[0], out.width[0])
+    assert out.polyp_detected[0] == (out.polyp_fraction[0] >= 0.02 and out.polyp_fraction[0] > 0)
 
 
 @pytest.mark.integration
@@ -137,3 +150,20 @@ def test_cli_fails_when_parity_is_outside_the_tolerance(tmp_path, capsys):
     assert load_bin("export_onnx").main(args) == 1
     assert not json.loads((tmp_path / "parity.json").read_text())["passed"]
     assert "FAILED" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [None, "{not json", '{"threshold": 0.5}', '{"threshold": 0.5, "min_area_fraction": 1.5}', "[]"],
+    ids=["missing", "not-json", "no-min-area", "out-of-range", "not-an-object"],
+)
+def test_cli_refuses_a_missing_or_malformed_decision_file(tmp_path, capsys, content):
+    path = tmp_path / "eval" / "decision.json"
+    if content is not None:
+        path.parent.mkdir()
+        path.write_text(content)
+    args = export_args(tmp_path, tmp_path / "absent.pt", f"decision={path}")
+    assert load_bin("export_onnx").main(args) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "run the evaluate stage" in err
+    assert not (tmp_path / "models").exists()  # refused before exporting anything

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from bin_helpers import load_bin
 
+from lib.decision import Decision
 from lib.io import read_image, sha256_file
 from lib.preprocess import prepare_input
 from lib.pyfunc_model import example_frame, small_jpeg
@@ -71,10 +72,10 @@ def checkpoint_meta(run_id: str = "f" * 32, val_dice: float = 0.7, version: str 
             "run_id": run_id, "epoch": 3, "val_dice": val_dice}  # fmt: skip
 
 
-def export_tiny(mlflow, tmp_path: Path, meta: dict) -> dict:
+def export_tiny(mlflow, tmp_path: Path, meta: dict, decision: Decision | None = None) -> dict:
     """What bin/export_onnx.py does after parity, with the tiny stand-in ONNX model."""
     out = tmp_path / f"model-{meta['model_version']}"
-    onnx_path = write_tiny_model(out, size=64, version=meta["model_version"])
+    onnx_path = write_tiny_model(out, size=64, version=meta["model_version"], decision=decision)
     info = json.loads((out / "model.json").read_text())
     (out / "model.json").write_text(
         json.dumps({**info, "sha256": sha256_file(onnx_path), "run_id": meta["run_id"]})
@@ -114,16 +115,29 @@ def test_logged_pyfunc_loads_back_and_returns_a_mask_at_the_original_size(mlflow
     model = mlflow.pyfunc.load_model(uris["pyfunc_model_uri"])
     rgb = read_image(first_val_image())
     out = model.predict(example_frame(first_val_image().read_bytes()))
-    assert list(out.columns) == ["mask_png", "width", "height", "polyp_fraction"]
+    assert list(out.columns) == ["mask_png", "width", "height", "polyp_fraction", "polyp_detected"]
+    assert out.polyp_detected[0] == (out.polyp_fraction[0] > 0)  # the tiny model's rule: min area 0
     mask = cv2.imdecode(np.frombuffer(base64.b64decode(out.mask_png[0]), np.uint8), cv2.IMREAD_UNCHANGED)
     assert mask.shape == rgb.shape[:2] == (out.height[0], out.width[0])
     assert set(np.unique(mask)) <= {0, 255} and out.polyp_fraction[0] == pytest.approx((mask > 0).mean())
     everything = model.predict(example_frame(first_val_image().read_bytes()), params={"threshold": 0.0})
-    assert everything.polyp_fraction[0] == 1.0
+    assert everything.polyp_fraction[0] == 1.0 and everything.polyp_detected[0]
     for uri in (uris["pyfunc_model_uri"], uris["onnx_model_uri"]):
         card = model_card(uri)
         assert card["has_signature"] and card["has_input_example"]
     assert mlflow.get_run(uris["run_id"]).data.tags["pyfunc_model_uri"] == uris["pyfunc_model_uri"]
+    outputs = mlflow.models.get_model_info(uris["pyfunc_model_uri"]).signature.outputs.input_names()
+    assert outputs == ["mask_png", "width", "height", "polyp_fraction", "polyp_detected"]
+
+
+def test_pyfunc_polyp_detected_follows_model_json_min_area_and_the_threshold_param(mlflow, tmp_path):
+    strict = Decision(threshold=0.5, min_area_fraction=0.99, chosen_on="test")
+    uris = export_tiny(mlflow, tmp_path, checkpoint_meta(), decision=strict)
+    model = mlflow.pyfunc.load_model(uris["pyfunc_model_uri"])
+    frame = example_frame(first_val_image().read_bytes())
+    out = model.predict(frame)
+    assert 0.0 < out.polyp_fraction[0] < 0.99 and not out.polyp_detected[0]
+    assert model.predict(frame, params={"threshold": 0.0}).polyp_detected[0]  # all pixels: 1.0 >= 0.99
 
 
 def register_args(tmp_path: Path) -> list[str]:

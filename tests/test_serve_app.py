@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lib.decision import Decision
 from lib.rle import decode_rle
 from serve.app import NOTICE, create_app, get_app
 from serve.harness import sample_image_bytes
@@ -40,6 +41,13 @@ def settings():
 @pytest.fixture
 def client(predictor, settings):
     return falcon.testing.TestClient(create_app(predictor, settings))
+
+
+def client_for(tmp_path, settings, min_area_fraction: float):
+    """A client around the tiny model exported with this image-level rule in its model.json."""
+    decision = Decision(threshold=0.5, min_area_fraction=min_area_fraction, chosen_on="test")
+    path = write_tiny_model(tmp_path / f"model-{min_area_fraction}", size=64, decision=decision)
+    return falcon.testing.TestClient(create_app(load_local(path), settings))
 
 
 def image(h=53, w=37):
@@ -103,6 +111,8 @@ def test_version_reports_model_and_notice(client):
     body = client.simulate_get("/version").json
     assert body["model_version"] == TINY_VERSION
     assert body["model"]["input_size"] == 64 and body["model"]["git_sha"] == "0000000"
+    assert body["model"]["threshold"] == 0.5 and body["model"]["min_area_fraction"] == 0.0
+    assert "stand-in" in body["model"]["decision_chosen_on"]
     assert body["notice"] == NOTICE
 
 
@@ -144,7 +154,7 @@ def test_get_app_with_missing_model_file_serves_503(monkeypatch, tmp_path):
 
 def test_unloadable_model_file_is_a_model_error(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"not an onnx file")
-    (tmp_path / "model.json").write_text(json.dumps({"input_size": 64}))
+    (tmp_path / "model.json").write_text(json.dumps({"input_size": 64, "threshold": 0.5}))
     with pytest.raises(ModelError, match="cannot load"):
         load_local(tmp_path / "model.onnx")
 
@@ -181,6 +191,36 @@ def test_metadata_threshold_must_be_a_probability(tmp_path):
         read_model_meta(tmp_path / "model.json")
 
 
+def test_metadata_without_threshold_is_refused(tmp_path):
+    (tmp_path / "model.json").write_text(json.dumps({"input_size": 64, "min_area_fraction": 0.0}))
+    with pytest.raises(ModelError, match="no 'threshold'"):
+        read_model_meta(tmp_path / "model.json")
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "0.2", True, None])
+def test_metadata_min_area_fraction_must_be_a_fraction(tmp_path, value):
+    (tmp_path / "model.json").write_text(
+        json.dumps({"input_size": 64, "threshold": 0.5, "min_area_fraction": value})
+    )
+    with pytest.raises(ModelError, match="min_area_fraction"):
+        read_model_meta(tmp_path / "model.json")
+
+
+def test_older_model_json_without_min_area_fraction_loads_as_zero_with_one_warning(tmp_path, caplog):
+    path = write_tiny_model(tmp_path, size=64)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    del meta["min_area_fraction"], meta["decision_chosen_on"]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    caplog.set_level(logging.WARNING, logger="polypseg.model")
+    client = falcon.testing.TestClient(create_app(load_local(path), Settings()))
+    for _ in range(2):
+        body = post(client, sample_image_bytes()).json
+        assert body["min_area_fraction"] == 0.0 and body["polyp_detected"] is True
+    warnings = [r for r in caplog.records if r.name == "polypseg.model" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "min_area_fraction" in warnings[0].getMessage()
+    assert client.simulate_get("/version").json["model"]["decision_chosen_on"] == "unknown"
+
+
 # Predictions
 
 
@@ -191,6 +231,7 @@ def test_predict_png_mask_has_the_original_size(client):
     assert (body["width"], body["height"]) == (37, 53)
     assert body["mask_format"] == "png" and body["model_version"] == TINY_VERSION
     assert body["threshold"] == 0.5 and body["latency_ms"] > 0 and body["request_id"]
+    assert body["polyp_detected"] is (body["polyp_fraction"] > 0) and body["min_area_fraction"] == 0.0
     mask = decode_png(base64.b64decode(body["mask"]))
     assert mask.shape == (53, 37) and mask.dtype == np.uint8
     assert set(np.unique(mask)) <= {0, 255}
@@ -206,6 +247,23 @@ def test_predict_on_a_real_kvasir_image(client):
     body = result.json
     assert (body["width"], body["height"]) == (622, 529)
     assert 0.0 < body["polyp_fraction"] < 1.0  # the tiny model's colour rule splits a real frame
+    assert body["polyp_detected"] is True
+
+
+def test_min_area_fraction_from_model_json_decides_polyp_detected(tmp_path, settings):
+    anything = post(client_for(tmp_path, settings, 0.0), sample_image_bytes()).json
+    strict = post(client_for(tmp_path, settings, 0.99), sample_image_bytes()).json
+    assert anything["polyp_fraction"] == strict["polyp_fraction"] < 0.99  # same mask, other rule
+    assert anything["polyp_detected"] is True and anything["min_area_fraction"] == 0.0
+    assert strict["polyp_detected"] is False and strict["min_area_fraction"] == 0.99
+
+
+def test_polyp_detected_follows_the_threshold_of_the_request(tmp_path, settings):
+    strict = client_for(tmp_path, settings, 0.99)
+    everything = post(strict, sample_image_bytes(), params={"threshold": "0"}).json
+    assert everything["polyp_fraction"] == 1.0 and everything["polyp_detected"] is True
+    nothing = post(client_for(tmp_path, settings, 0.0), sample_image_bytes(), params={"threshold": "1"}).json
+    assert nothing["polyp_fraction"] == 0.0 and nothing["polyp_detected"] is False  # sigmoid never reaches 1
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 20_000), (20_000, 1)], ids=["1x1", "wide", "tall"])
@@ -244,6 +302,7 @@ def test_accept_png_returns_the_mask_directly_with_headers(client):
     assert (h["x-width"], h["x-height"], h["x-threshold"]) == ("37", "53", "0.3")
     assert h["x-model-version"] == TINY_VERSION and float(h["x-latency-ms"]) > 0
     assert 0.0 <= float(h["x-polyp-fraction"]) <= 1.0 and h["x-request-id"]
+    assert h["x-polyp-detected"] in ("true", "false") and h["x-min-area-fraction"] == "0.0"
 
 
 def test_accept_png_with_rle_format_is_not_acceptable(client):
@@ -430,6 +489,7 @@ def test_shadow_mode_stores_input_mask_and_record(predictor, tmp_path):
     np.testing.assert_array_equal(mask > 0, decode_rle(body["mask"]) > 0)
     record = json.loads((folder / "record.json").read_text())
     assert record["request_id"] == "shadow-1" and record["model_version"] == TINY_VERSION
+    assert record["polyp_detected"] is body["polyp_detected"]
 
 
 def test_settings_from_environment():

@@ -60,6 +60,7 @@ def test_two_workers_serve_predictions_and_shared_metrics(model_path):
             assert (body["width"], body["height"]) == (622, 529)
             assert body["model_version"] == TINY_VERSION and body["threshold"] == 0.5
             assert 0.0 <= body["polyp_fraction"] <= 1.0 and body["latency_ms"] > 0 and body["request_id"]
+            assert body["polyp_detected"] is True and body["min_area_fraction"] == 0.0  # tiny model's rule
         mask = cv2.imdecode(
             np.frombuffer(base64.b64decode(results[0][1]["mask"]), np.uint8), cv2.IMREAD_UNCHANGED
         )

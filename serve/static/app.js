@@ -1,6 +1,7 @@
 // polypseg demo page. NOT FOR CLINICAL USE.
 // Uploads the image once to /predict?format=prob, keeps the 8-bit probability map, and redraws
-// the mask overlay in the browser whenever the threshold slider moves (no new upload).
+// the mask overlay and the "polyp detected" answer in the browser whenever the threshold slider
+// moves (no new upload).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -10,6 +11,7 @@ const OVERLAY_RGBA = [255, 32, 96, 130]; // translucent magenta: visible on pink
 let prob = null; // Uint8Array, one 0-255 probability per pixel, row-major
 let width = 0;
 let height = 0;
+let minArea = 0; // the model's min_area_fraction (chosen on validation): the image-level rule
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -42,7 +44,8 @@ async function decodeProbability(base64, w, h) {
   return out;
 }
 
-// Mask = probability >= threshold, the server's rule, at 8-bit precision.
+// Mask = probability >= threshold, the server's rule, at 8-bit precision; so is "polyp detected"
+// (lib/decision.py: some mask pixel and a mask share >= min_area_fraction).
 function render() {
   if (!prob) return;
   const threshold = parseFloat($("threshold").value);
@@ -62,6 +65,7 @@ function render() {
   ctx.putImageData(image, 0, 0);
   canvas.dataset.maskPixels = String(count);
   $("fraction").textContent = ((100 * count) / prob.length).toFixed(1) + " %";
+  $("detected").textContent = count > 0 && count / prob.length >= minArea ? "yes" : "no";
 }
 
 async function predict(file) {
@@ -93,6 +97,7 @@ async function predict(file) {
   const roundTrip = performance.now() - started;
   width = body.width;
   height = body.height;
+  minArea = body.min_area_fraction;
   prob = await decodeProbability(body.mask, width, height);
 
   const image = $("image");

@@ -1,0 +1,100 @@
+"""The operating point: pixel threshold and image-level "polyp detected" rule, chosen on validation.
+
+bin/evaluate.py chooses both on the validation split (plus polyp-free validation crops) and
+writes them to `reports/eval/decision.json`; bin/export_onnx.py copies them into model.json, and
+serving, the MLflow pyfunc model and batch inference read them from there. Nothing else
+defines these two numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lib.io import read_json, write_json
+
+
+@dataclass(frozen=True)
+class Decision:
+    threshold: float = 0.5  # probability at or above which a pixel is polyp
+    min_area_fraction: float = 0.0  # an image shows a polyp when its predicted share reaches this
+    chosen_on: str = "default"  # where the numbers come from, e.g. "val (150 images) + val negatives (412)"
+
+
+def polyp_detected(mask: np.ndarray, min_area_fraction: float) -> bool:
+    """Image-level decision from a binary mask: predicted polyp area share >= `min_area_fraction`.
+
+    With `min_area_fraction` 0 any predicted pixel counts; an empty mask never does.
+    """
+    area = float(np.count_nonzero(mask)) / max(1, mask.size)
+    return area > 0 and area >= min_area_fraction
+
+
+def save_decision(path: str | Path, decision: Decision) -> None:
+    write_json(path, asdict(decision))
+
+
+def load_decision(path: str | Path) -> Decision:
+    raw = read_json(path)
+    return Decision(
+        threshold=float(raw["threshold"]),
+        min_area_fraction=float(raw["min_area_fraction"]),
+        chosen_on=str(raw.get("chosen_on", "unknown")),
+    )
+
+
+def choose_threshold(dice: np.ndarray, thresholds, prefer: float = 0.5) -> float:
+    """The threshold with the highest mean per-image Dice; ties go to the one closest to `prefer`.
+
+    `dice` `(N, T)`: Dice of image n at `thresholds[t]`.
+    """
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    mean = np.asarray(dice, dtype=np.float64).mean(axis=0)
+    best = np.flatnonzero(np.isclose(mean, mean.max(), rtol=0, atol=1e-12))
+    return float(thresholds[best[np.argmin(np.abs(thresholds[best] - prefer))]])
+
+
+def image_level(pos_areas, neg_areas, min_area_fraction: float) -> dict:
+    """Image-level sensitivity and specificity of `polyp_detected` from predicted area shares.
+
+    `pos_areas`: predicted polyp share of each image that shows a polyp; `neg_areas`: of each
+    polyp-free image. Either may be empty; its rate is then None.
+    """
+    pos = np.asarray(pos_areas, dtype=np.float64)
+    neg = np.asarray(neg_areas, dtype=np.float64)
+    detected_pos = int(np.count_nonzero((pos > 0) & (pos >= min_area_fraction)))
+    detected_neg = int(np.count_nonzero((neg > 0) & (neg >= min_area_fraction)))
+    sensitivity = detected_pos / pos.size if pos.size else None
+    specificity = (neg.size - detected_neg) / neg.size if neg.size else None
+    rates = [r for r in (sensitivity, specificity) if r is not None]
+    return {
+        "min_area_fraction": float(min_area_fraction),
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+        "balanced_accuracy": float(np.mean(rates)) if rates else None,
+        "true_positives": detected_pos,
+        "false_negatives": int(pos.size - detected_pos),
+        "true_negatives": int(neg.size - detected_neg),
+        "false_positives": detected_neg,
+        "n_positive": int(pos.size),
+        "n_negative": int(neg.size),
+    }
+
+
+def min_area_candidates(low: float = 0.001, high: float = 0.2, steps: int = 24) -> list[float]:
+    """0 and a geometric grid from `low` to `high`: the `min_area_fraction` values tried."""
+    return [0.0] + [float(f"{v:.4g}") for v in np.geomspace(low, high, steps)]
+
+
+def choose_min_area(pos_areas, neg_areas, candidates) -> float:
+    """The candidate `min_area_fraction` with the best balanced accuracy; ties go to the smaller one."""
+    best, best_score = None, -1.0
+    for value in sorted(candidates):
+        score = image_level(pos_areas, neg_areas, value)["balanced_accuracy"]
+        if score is not None and score > best_score + 1e-12:
+            best, best_score = value, score
+    if best is None:
+        raise ValueError("choose_min_area needs at least one image")
+    return float(best)

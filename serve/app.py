@@ -24,7 +24,7 @@ import cv2
 import falcon
 import numpy as np
 import onnxruntime
-from falcon.media.multipart import MultipartFormHandler, MultipartParseOptions
+from falcon.media.multipart import MultipartFormHandler, MultipartParseError, MultipartParseOptions
 
 from lib.decision import polyp_detected
 from lib.rle import encode_rle
@@ -131,6 +131,19 @@ def parse_format(raw: str | None) -> str:
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
     """The request body, refusing anything over `limit` bytes (declared or actually sent)."""
+    try:
+        return _read_body(req, limit)
+    except OSError as err:
+        # The WSGI server decodes the framing: gunicorn raises InvalidChunkSize, ChunkMissingTerminator,
+        # NoMoreData (all IOError) for a broken chunked body or a client that stops sending.
+        raise falcon.HTTPBadRequest(
+            title="Malformed request body",
+            description=f"the request body could not be read ({type(err).__name__}); "
+            "check its Transfer-Encoding: chunked framing",
+        ) from err
+
+
+def _read_body(req: falcon.Request, limit: int) -> bytes:
     too_large = falcon.HTTPContentTooLarge(
         title="Body too large", description=f"the request body exceeds the limit of {limit} bytes"
     )
@@ -156,7 +169,13 @@ def image_from_form(body: bytes, content_type: str, limit: int) -> bytes:
     options.max_body_part_buffer_size = limit
     form = MultipartFormHandler(options).deserialize(io.BytesIO(body), content_type, len(body))
     for part in form:
-        if part.name in FORM_FILE_FIELDS or part.filename:
+        try:
+            wanted = part.name in FORM_FILE_FIELDS or part.filename
+        except UnicodeDecodeError as err:  # falcon decodes Content-Disposition as UTF-8 and lets this escape
+            raise MultipartParseError(
+                description="a part's Content-Disposition header is not valid UTF-8"
+            ) from err
+        if wanted:
             return part.get_data()
     raise falcon.HTTPBadRequest(
         title="No image in form", description="multipart/form-data body needs a file field named 'file'"
@@ -348,6 +367,8 @@ class VersionResource:
             "notice": NOTICE,
         }
 
+    on_head = on_get
+
 
 class MetricsResource:
     def __init__(self, metrics: Metrics):
@@ -356,6 +377,8 @@ class MetricsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = self.metrics.content_type
         resp.data = self.metrics.render()
+
+    on_head = on_get
 
 
 class StaticResource:
@@ -374,6 +397,9 @@ class StaticResource:
             raise falcon.HTTPNotFound(title="Not found", description=f"no static file {name[:60]!r}")
         resp.data, resp.content_type = self.files[name]
         resp.cache_control = ["no-cache"]
+
+    on_head = on_get  # falcon sends the headers (Content-Length included) and drops the body
+    on_head_asset = on_get_asset
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,6 +428,8 @@ class RequestObserver:
             resp.set_header("Content-Security-Policy", CSP)
         status = resp.status_code
         endpoint = req.uri_template or "unmatched"  # never the raw path: it would explode label cardinality
+        if endpoint == "/predict":  # masks of patient images: no cache or proxy may keep them, nor errors
+            resp.cache_control = ["no-store"]
         version = self.slot.version
         method = req.method if req.method in KNOWN_METHODS else "other"
         self.metrics.observe_request(endpoint, method, status, version, total_ms)

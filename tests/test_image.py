@@ -103,9 +103,24 @@ def test_jpeg_without_frame_header_is_bad():
         read_header(b"\xff\xd8\xff\xda\x00\x08" + bytes(20) + b"\xff\xd9", LIMIT)
 
 
-def test_jpeg_with_garbage_between_segments_is_bad():
-    with pytest.raises(BadImage):
-        read_header(b"\xff\xd8\x00\x01\x02\x03" + bytes(20), LIMIT)
+def test_jpeg_soi_not_followed_by_a_marker_is_not_a_jpeg():
+    data = b"\xff\xd8\x00\x01" + jpeg(rgb_image(9, 11))[2:]
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is None  # nor for OpenCV
+    with pytest.raises(BadImage, match="not a JPEG or PNG"):
+        read_header(data, LIMIT)
+
+
+def test_jpeg_without_any_marker_after_soi_is_bad():
+    with pytest.raises(BadImage, match="no frame header"):
+        read_header(b"\xff\xd8\xff\x00\x01\x02\x03" + bytes(20), LIMIT)
+
+
+def test_jpeg_garbage_between_segments_is_skipped_as_libjpeg_does():
+    data = jpeg(rgb_image(9, 11))
+    cut = 4 + int.from_bytes(data[4:6], "big")  # after the JFIF APP0 segment
+    data = data[:cut] + b"\x00junk\xff\x00" + data[cut:]  # libjpeg warns "extraneous bytes" and decodes
+    header, rgb = decode_checked(data, LIMIT)
+    assert (header.width, header.height) == (11, 9) and rgb.shape == (9, 11, 3)
 
 
 @pytest.mark.parametrize("data", [png_header_only(0, 10), png_header_only(10, 0), jpeg_header_only(10, 0)])
@@ -126,10 +141,12 @@ def test_size_exactly_at_the_limit_passes_the_header_check():
     assert read_header(png_header_only(1000, 1000), LIMIT).width == 1000
 
 
-@pytest.mark.parametrize("kind", ["jpeg", "png"])
-def test_truncated_image_is_bad(kind):
+@pytest.mark.parametrize(
+    "kind, reason", [("jpeg", "cannot be decoded"), ("png", "claims .* bytes; only .* follow")]
+)
+def test_truncated_image_is_bad(kind, reason):
     data = jpeg(rgb_image(64, 64)) if kind == "jpeg" else png(rgb_image(64, 64))
-    with pytest.raises(BadImage, match="cannot be decoded"):
+    with pytest.raises(BadImage, match=reason):  # a PNG's chunk table already says it is cut short
         decode_checked(data[: len(data) // 2], LIMIT)
 
 

@@ -328,6 +328,18 @@ def test_multipart_without_boundary_is_400(client):
     assert_json_error(post(client, jpeg(), "multipart/form-data"), 400)
 
 
+def test_multipart_header_that_is_not_utf8_is_400(client):
+    form = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="b\xe9b\xe9.jpg"\r\n\r\n'
+        + jpeg()
+        + b"\r\n--XyZ--\r\n"
+    )
+    result = post(client, form, "multipart/form-data; boundary=XyZ")
+    assert_json_error(result, 400)
+    assert result.json["title"] == "Malformed multipart/form-data request media"
+    assert "UTF-8" in result.json["description"]
+
+
 @pytest.mark.parametrize(
     "array",
     [
@@ -405,11 +417,40 @@ def test_body_over_the_limit_without_content_length_is_413(predictor, settings):
     assert seen["status"].startswith("413") and json.loads(b"".join(chunks))["title"] == "Body too large"
 
 
+@pytest.mark.parametrize(
+    "framing", [b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcXX", b"ffffff\r\nabc"], ids=["size", "terminator", "cut"]
+)
+def test_broken_chunked_body_is_400(predictor, settings, framing):
+    """gunicorn decodes Transfer-Encoding: chunked lazily; its parse errors surface while the app reads."""
+    from gunicorn.http.body import Body, ChunkedReader
+    from gunicorn.http.unreader import IterUnreader
+
+    app = create_app(predictor, settings)
+    env = falcon.testing.create_environ("/predict", method="POST", headers={"Content-Type": "image/jpeg"})
+    env.pop("CONTENT_LENGTH", None)  # as with Transfer-Encoding: chunked
+    env["wsgi.input"] = Body(ChunkedReader(None, IterUnreader([framing])))
+    seen = {}
+    body = json.loads(b"".join(app(env, lambda status, headers: seen.update(status=status))))
+    assert seen["status"].startswith("400") and body["title"] == "Malformed request body"
+
+
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
 def test_wrong_method_is_405_json(client, method):
     result = client.simulate_request(method, "/predict")
     assert_json_error(result, 405)
     assert count(client, "error_count_total", status="405") == 1
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js", "/healthz", "/readyz", "/version", "/metrics"])
+def test_head_is_answered_on_every_get_route(client, path):
+    get, head = client.simulate_get(path), client.simulate_head(path)
+    assert head.status_code == get.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_predict_answers_are_never_stored(client):
+    assert post(client, jpeg()).headers["cache-control"] == "no-store"
+    assert post(client, b"").headers["cache-control"] == "no-store"  # errors too
 
 
 def test_post_to_a_probe_is_405(client):

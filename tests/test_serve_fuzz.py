@@ -1,12 +1,21 @@
 """Fuzz /predict with mutated real images: no 5xx, every refusal is a JSON 4xx, the server stays up."""
 
 import collections
+import struct
+import time
 
 import cv2
 import falcon.testing
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from test_image_bombs import (
+    jpeg_smuggled_frame,
+    jpeg_with_size,
+    png_chunk,
+    png_inflation_bomb,
+    png_metadata_bomb,
+)
 
 from serve.app import create_app
 from serve.harness import sample_image_bytes
@@ -15,6 +24,8 @@ from serve.settings import Settings
 from serve.tinymodel import write_tiny_model
 
 CASES = 1000  # payloads; at about 2 ms each the test takes a few seconds
+MAX_PIXELS = 4_000_000
+BOMB_SECONDS = 1.0  # a bomb must be refused within this, whatever it would inflate to
 # Mostly valid request framing, so most payloads reach the image checks and the decoder.
 GOOD_CONTENT_TYPES = ["image/jpeg", "image/png", "multipart/form-data; boundary=fuzz"]
 BAD_CONTENT_TYPES = [
@@ -50,7 +61,7 @@ def pick(rng, good, bad, p_good):
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     model = load_local(write_tiny_model(tmp_path_factory.mktemp("model"), size=64))
-    settings = Settings(max_body_bytes=2_000_000, max_pixels=4_000_000)
+    settings = Settings(max_body_bytes=2_000_000, max_pixels=MAX_PIXELS)
     return falcon.testing.TestClient(create_app(model, settings))
 
 
@@ -65,11 +76,42 @@ def seeds():
     return [jpeg, png, progressive]
 
 
+def bomb(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
+    """One of the issue-10 bomb families (tests/test_image_bombs.py) with random sizes: a fast 4xx each."""
+    if data.startswith(b"\x89PNG"):
+        family = str(rng.choice(["png-chunk-length", "png-inflation", "png-after-iend", "png-ztxt"]))
+        if family == "png-chunk-length":  # any chunk after IHDR claims more bytes than follow it
+            starts, pos = [], 33
+            while pos + 8 <= len(data):
+                starts.append(pos)
+                pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+            start = int(rng.choice(starts))
+            claim = int(rng.integers(len(data) - start - 11, 2**32))
+            return family, data[:start] + struct.pack(">I", claim) + data[start + 4 :]
+        if family == "png-inflation":  # up to ~1.5 GB from a 1.5 MB body
+            width, height = (int(v) for v in rng.integers(1, 200, 2))
+            return family, png_inflation_bomb(int(rng.integers(2_000, 1_500_000)), width, height)
+        if family == "png-after-iend":
+            return family, data + png_chunk(b"IDAT", rng.bytes(int(rng.integers(0, 100))))
+        return family, png_metadata_bomb(int(rng.integers(2, 4)))
+    # JPEG: the real frame declares more than MAX_PIXELS, behind a fake small frame or none
+    family = str(rng.choice(["jpeg-smuggled-frame", "jpeg-huge-frame"]))
+    width = int(rng.integers(MAX_PIXELS // 65_535 + 1, 65_536))
+    height = int(rng.integers(MAX_PIXELS // width + 1, 65_536))
+    huge = jpeg_with_size(data, width, height)
+    if family == "jpeg-huge-frame":
+        return family, huge
+    fake_width, fake_height = (int(v) for v in rng.integers(1, 2000, 2))
+    return family, jpeg_smuggled_frame(huge, fake_width, fake_height)
+
+
 def mutate(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
     buf = bytearray(data)
     kind = rng.choice(
-        ["flip", "flip-header", "truncate", "random-header", "splice", "zero-run", "random", "repeat"]
+        ["flip", "flip-header", "truncate", "random-header", "splice", "zero-run", "random", "repeat", "bomb"]
     )
+    if kind == "bomb":
+        return bomb(data, rng)
     if kind == "flip":
         for pos in rng.integers(0, len(buf), rng.integers(1, 30)):
             buf[pos] ^= 1 << int(rng.integers(0, 8))
@@ -117,11 +159,15 @@ def test_fuzzed_payloads_never_cause_5xx(client, seeds):
         headers = {"Content-Type": content_type} if content_type else {}
         if (accept := rng.choice(ACCEPTS)) is not None:
             headers["Accept"] = accept
+        start = time.perf_counter()
         result = client.simulate_post("/predict", body=body, headers=headers, params=params)
+        elapsed = time.perf_counter() - start
         statuses[result.status_code] += 1
         titles[result.json["title"] if result.status_code >= 400 else "ok"] += 1
         context = f"case {i}: {kind}, {len(body)} bytes, {content_type!r}, {params}, accept={accept!r}"
         assert result.status_code < 500, f"{context}: {result.status} {result.text[:300]}"
+        if kind.startswith(("png-", "jpeg-")):
+            assert result.status_code >= 400 and elapsed < BOMB_SECONDS, f"{context}: {elapsed:.2f} s"
         if result.status_code >= 400:
             body_json = result.json
             assert body_json["title"] and body_json["description"], context

@@ -86,3 +86,18 @@ def crop_negatives(
             crop = cv2.resize(crop, (size, size), interpolation=interp)
         crops.append(crop)
     return crops
+
+
+def false_alarm_summary(areas, fp_area: float = 0.01) -> dict:
+    """Figures for polyp-free crops from their predicted polyp area shares (`(N,)` floats in [0, 1]).
+
+    `fp_image_rate`: share of crops whose predicted area exceeds `fp_area`; `fp_area_mean`: mean
+    predicted area share; `n_images`: number of crops. With no crops both rates are None.
+    """
+    a = np.asarray(areas, dtype=np.float64)
+    return {
+        "n_images": int(a.size),
+        "fp_image_rate": float(np.mean(a > fp_area)) if a.size else None,
+        "fp_area_mean": float(a.mean()) if a.size else None,
+        "fp_area": fp_area,
+    }

@@ -1,19 +1,83 @@
-"""The HTML summary of an evaluation (reports/eval/index.html): metrics tables, plots, overlays."""
+"""The HTML summary of an evaluation (reports/eval/index.html): operating point, metrics tables, image-level
+detection, polyp-free negatives, robustness, calibration, plots and overlays."""
 
 from __future__ import annotations
 
 import html
 
 COLUMNS = ("n_images", "dice_mean", "iou_mean", "precision_mean", "recall_mean", "dice_median",
-           "dice_pooled", "iou_pooled", "average_precision")  # fmt: skip
+           "dice_pooled", "iou_pooled", "average_precision", "ece")  # fmt: skip
+IMAGE_LEVEL = ("n_positive", "true_positives", "sensitivity", "n_negative", "true_negatives", "specificity",
+               "balanced_accuracy")  # fmt: skip
+NEGATIVES = ("n_images", "fp_image_rate", "fp_area_mean", "detected_rate")
 
 
 def _cell(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
 
 
-def render_index(results: dict[str, dict], metadata: dict) -> str:
-    """One self-contained page; image paths are relative to the page's folder."""
+def _table(first: str, columns: tuple[str, ...], rows: dict[str, dict]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in (first, *columns))
+    body = "".join(
+        f"<tr><td>{html.escape(name)}</td>"
+        + "".join(f"<td>{_cell(row.get(c, ''))}</td>" for c in columns)
+        + "</tr>"
+        for name, row in rows.items()
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _decision_section(decision, results: dict[str, dict]) -> str:
+    levels = {s: m["image_level"] for s, m in results.items() if "image_level" in m}
+    return f"""<h2>Operating point</h2>
+<p>Pixel threshold <b>{decision.threshold}</b>; an image shows a polyp when the predicted polyp area is at
+least <b>{decision.min_area_fraction:.4g}</b> of the image. Chosen on {html.escape(decision.chosen_on)}
+(<a href="decision.json">decision.json</a>); every split below is reported at these numbers.</p>
+<h3>Image level: polyp detected?</h3>
+<p>Positives are the split's images (each shows a polyp); negatives are its polyp-free crops
+(and any image with an empty mask). Sensitivity = detected positives; specificity = negatives left alone.</p>
+{_table("split", IMAGE_LEVEL, levels)}"""
+
+
+def _negatives_section(negatives: dict) -> str:
+    return f"""<h2>Polyp-free negatives</h2>
+<p>Crops of each split's frames that stay clear of the ground-truth mask, at several sizes, resized to the
+model input; every pixel is background. A crop is a false alarm when more than
+{negatives["fp_area"]:.0%} of it is predicted polyp (<code>fp_image_rate</code>); <code>detected_rate</code>
+applies the image-level rule.
+<a href="negatives/metrics.json">negatives/metrics.json</a> reports {html.escape(negatives["split"])}.</p>
+{_table("split", NEGATIVES, negatives["splits"])}
+<p>Crops of {html.escape(negatives["split"])} with the most predicted polyp area (red):</p>
+<img class="montage" src="negatives/montage.png" alt="negative crops with the most predicted area">"""
+
+
+def _robustness_section(robustness: dict) -> str:
+    rows = {
+        f"{name} {s}": {**r, "params": ", ".join(f"{k}={v}" for k, v in r["params"].items())}
+        for name, severities in robustness["corruptions"].items()
+        for s, r in sorted(severities.items(), key=lambda item: int(item[0]))
+    }
+    return f"""<h2>Robustness</h2>
+<p>Mean per-image Dice on {robustness["n_images"]} {html.escape(robustness["split"])} images under each
+corruption (lib/corruptions.py; seeded, the same every run), at threshold {robustness["threshold"]}.
+Clean: {robustness["dice_clean"]:.4f}; mean drop {robustness["mean_dice_drop"]:.4f}; worst
+{html.escape(robustness["worst"])}. <a href="robustness.json">robustness.json</a></p>
+<div class="row"><img src="robustness.png" alt="Dice against corruption severity"></div>
+{_table("corruption severity", ("params", "dice_mean", "dice_drop"), rows)}"""
+
+
+def render_index(
+    results: dict[str, dict],
+    metadata: dict,
+    decision=None,
+    negatives: dict | None = None,
+    robustness: dict | None = None,
+) -> str:
+    """One self-contained page; image paths are relative to the page's folder.
+
+    `decision` is a lib.decision.Decision; `negatives` and `robustness` the dicts bin/evaluate.py
+    writes to negatives/metrics.json and robustness.json. Sections whose input is None are left out.
+    """
     head = "".join(f"<th>{c}</th>" for c in ("split", *COLUMNS))
     body = "".join(
         "<tr>"
@@ -27,6 +91,10 @@ def render_index(results: dict[str, dict], metadata: dict) -> str:
         f"""<h2>{html.escape(s)}</h2>
 <div class="row"><img src="{s}/pr_curve.png" alt="PR curve {s}">
 <img src="{s}/dice_hist.png" alt="Dice histogram {s}"></div>
+<p>Calibration of the pixel probabilities: expected calibration error {_cell(results[s].get("ece", ""))}
+over {results[s].get("calibration_bins", "")} equal-width bins (pixel-weighted mean gap between the share
+of polyp pixels and the mean probability in each bin; 0 is perfect).</p>
+<div class="row"><img src="{s}/reliability.png" alt="reliability diagram {s}"></div>
 <p>Overlays: rows are worst, best and random images.
 Red fill and outline: prediction; green outline: ground truth.
 Per-image numbers: <a href="{s}/per_image.csv">{s}/per_image.csv</a>.</p>
@@ -40,7 +108,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2rem; max-width: 1100px; }}
 .banner {{ background: #b00020; color: white; padding: .6rem 1rem; font-weight: bold; }}
 table {{ border-collapse: collapse; margin: 1rem 0; }}
 td, th {{ border: 1px solid #ccc; padding: .3rem .6rem; }}
-.row img {{ max-width: 48%; margin-right: 1%; }} .montage {{ max-width: 100%; }}
+.row img {{ max-width: 48%; margin-right: 1%; vertical-align: top; }} .montage {{ max-width: 100%; }}
 code {{ background: #f3f3f3; padding: 0 .2rem; }}
 </style></head><body>
 <div class="banner">Research software. NOT FOR CLINICAL USE.</div>
@@ -53,6 +121,9 @@ Evaluated at git <code>{html.escape(str(first.get("git_sha", ""))[:10])}</code>,
 Metrics are computed at each image's original size; <code>*_mean</code> is the mean over images (the protocol
 papers report), <code>*_pooled</code> sums pixels over the split.</p>
 <table><tr>{head}</tr>{body}</table>
+{_decision_section(decision, results) if decision else ""}
+{_negatives_section(negatives) if negatives else ""}
+{_robustness_section(robustness) if robustness else ""}
 {sections}
 </body></html>
 """

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from bin_helpers import ROOT, run_script
 
@@ -48,8 +50,72 @@ def test_every_report_file_exists(smoke_run):
     assert (out / "eval" / "index.html").read_text().count("NOT FOR CLINICAL USE") == 1
     metrics = json.loads((split / "metrics.json").read_text())
     for key in ("dice_mean", "iou_mean", "precision_mean", "recall_mean", "n_images", "threshold",
-                "git_sha", "data_rev", "model_version"):  # fmt: skip
+                "git_sha", "data_rev", "model_version", "ece", "image_level"):  # fmt: skip
         assert key in metrics
+    for name in ("reliability.png", "decision.json", "config.yaml", "robustness.json", "robustness.png",
+                 "negatives/metrics.json", "negatives/train16.json", "negatives/montage.png"):  # fmt: skip
+        path = split / name if name == "reliability.png" else out / "eval" / name
+        assert path.stat().st_size > 0, name
+
+
+def test_operating_point_is_chosen_and_used(smoke_run):
+    out, *_ = smoke_run
+    decision = json.loads((out / "eval" / "decision.json").read_text())
+    assert 0.3 <= decision["threshold"] <= 0.7  # conf/evaluate.yaml's grid
+    assert 0 <= decision["min_area_fraction"] < 1 and decision["chosen_on"].startswith("train16 (16 images")
+    metrics = json.loads((out / "eval" / "train16" / "metrics.json").read_text())
+    assert metrics["threshold"] == decision["threshold"]
+    assert 0 <= metrics["ece"] <= 1 and metrics["calibration_bins"] == 15
+    level = metrics["image_level"]
+    assert level["min_area_fraction"] == decision["min_area_fraction"]
+    assert level["n_positive"] == 16 and level["n_negative"] > 0  # negatives: the polyp-free crops
+    assert 0 <= level["sensitivity"] <= 1 and 0 <= level["specificity"] <= 1
+
+
+def test_negatives_and_robustness_reports(smoke_run):
+    out, *_ = smoke_run
+    negatives = json.loads((out / "eval" / "negatives" / "metrics.json").read_text())
+    assert negatives["split"] == "train16" and negatives["n_images"] > 0
+    assert 0 <= negatives["fp_image_rate"] <= 1 and 0 <= negatives["fp_area_mean"] <= 1
+    assert negatives["splits"]["train16"]["n_images"] == negatives["n_images"]
+    robustness = json.loads((out / "eval" / "robustness.json").read_text())
+    assert robustness["n_images"] == 4 and 0 <= robustness["dice_clean"] <= 1
+    assert len(robustness["corruptions"]) == 8
+    for severities in robustness["corruptions"].values():
+        assert set(severities) == {"1", "2"}
+        for result in severities.values():
+            assert result["dice_drop"] == pytest.approx(robustness["dice_clean"] - result["dice_mean"])
+    page = (out / "eval" / "index.html").read_text()
+    for heading in ("Operating point", "Image level", "Polyp-free negatives", "Robustness", "Calibration"):
+        assert heading in page
+
+
+def test_another_centre_reuses_the_decision(smoke_run, tmp_path):
+    """--data: PNG/TIFF images and 16-bit masks, evaluated at the operating point chosen by the main run."""
+    out, _, _, env = smoke_run
+    raw = ROOT / "data" / "raw" / "Kvasir-SEG"
+    for sub in ("images", "masks"):
+        (tmp_path / "centre" / sub).mkdir(parents=True)
+    for i, path in enumerate(sorted((raw / "images").glob("*.jpg"))[:3]):
+        cv2.imwrite(
+            str(tmp_path / "centre" / "images" / f"f{i}{('.png', '.tif', '.jpg')[i]}"), cv2.imread(str(path))
+        )
+        mask = cv2.imread(str(raw / "masks" / path.name), cv2.IMREAD_GRAYSCALE) > 127
+        cv2.imwrite(str(tmp_path / "centre" / "masks" / f"f{i}.tif"), mask.astype(np.uint16) * 65535)
+    result = run_script(
+        "evaluate.py", "--conf", "conf/smoke/evaluate.yaml", "--data", str(tmp_path / "centre"),
+        "--out", str(tmp_path / "report"), "--set", f"checkpoint={out}/models/best.pt",
+        "--set", f"out_dir={out}/eval", "--set", "log_to_mlflow=false", "--set", "robustness.limit=1",
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    decision = json.loads((out / "eval" / "decision.json").read_text())
+    reused = json.loads((tmp_path / "report" / "decision.json").read_text())
+    assert reused["threshold"] == decision["threshold"]
+    assert reused["min_area_fraction"] == decision["min_area_fraction"]
+    assert "decision.json" in result.stdout
+    metrics = json.loads((tmp_path / "report" / "centre" / "metrics.json").read_text())
+    assert metrics["n_images"] == 3 and metrics["threshold"] == decision["threshold"]
 
 
 def test_progress_and_summary_lines(smoke_run):

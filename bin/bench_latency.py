@@ -31,7 +31,7 @@ class Quantize:
     enabled: bool = True  # also build and measure an INT8 model
     calibration_split: str = "data/splits/train.csv"  # calibration images come from here
     calibration_images: int = 32  # first N stems
-    eval_split: str = "data/splits/test.csv"  # Dice fp32 vs int8 on this split
+    eval_split: str = "data/splits/val.csv"  # Dice fp32 vs int8 here: a decision, so validation
     eval_images: int | None = 50  # first N stems (None = whole split)
     max_dice_loss: float = 0.005  # INT8 is adopted only if it loses less Dice than this
     format: Literal["QOperator", "QDQ"] = "QOperator"  # quantized node style

@@ -66,17 +66,7 @@ def image_metrics(prob: np.ndarray, target: np.ndarray, threshold: float = 0.5) 
     foreground when `prob >= threshold`. Returns dice, iou, precision, recall (float) and tp, fp,
     fn, tn (int).
     """
-    tp, fp, fn, tn = confusion(prob >= threshold, target)
-    return {
-        "dice": dice_score(tp, fp, fn),
-        "iou": iou_score(tp, fp, fn),
-        "precision": precision_score(tp, fp, fn),
-        "recall": recall_score(tp, fp, fn),
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "tn": tn,
-    }
+    return count_metrics(*confusion(prob >= threshold, target))
 
 
 def summarise(rows: list[dict]) -> dict:

@@ -20,7 +20,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_STEM = "cju0qkwl35piu0993l0dewei2"  # a Kvasir-SEG frame with one clear polyp, 622x529
-SAMPLE_ZIP = os.environ.get("POLYPSEG_SAMPLE_ZIP", "/work/shared/datasets/kvasir-seg.zip")
+SAMPLE_ZIP = os.environ.get(
+    "POLYPSEG_SAMPLE_ZIP", str(REPO.parent / "shared" / "datasets" / "kvasir-seg.zip")
+)  # ../shared beside the checkout
 
 
 def sample_image_bytes(stem: str = SAMPLE_STEM) -> bytes:

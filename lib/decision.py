@@ -23,13 +23,24 @@ class Decision:
     chosen_on: str = "default"  # where the numbers come from, e.g. "val (150 images) + val negatives (412)"
 
 
-def polyp_detected(mask: np.ndarray, min_area_fraction: float) -> bool:
-    """Image-level decision from a binary mask: predicted polyp area share >= `min_area_fraction`.
+def detected_from_area(area, min_area_fraction: float) -> np.ndarray:
+    """The image-level rule on predicted polyp area shares (a float or an array of them).
 
-    With `min_area_fraction` 0 any predicted pixel counts; an empty mask never does.
+    A polyp is detected when the share reaches `min_area_fraction`; with 0 any predicted pixel
+    counts, and an empty prediction never does.
     """
-    area = float(np.count_nonzero(mask)) / max(1, mask.size)
-    return area > 0 and area >= min_area_fraction
+    area = np.asarray(area, dtype=np.float64)
+    return (area > 0) & (area >= min_area_fraction)
+
+
+# model.json files exported before the image-level rule existed have no min_area_fraction: they are
+# read as this (any polyp pixel means "detected"), by serving and by the MLflow pyfunc model alike.
+LEGACY_MIN_AREA = 0.0
+
+
+def polyp_detected(mask: np.ndarray, min_area_fraction: float) -> bool:
+    """`detected_from_area` for one binary mask."""
+    return bool(detected_from_area(np.count_nonzero(mask) / max(1, mask.size), min_area_fraction))
 
 
 def save_decision(path: str | Path, decision: Decision) -> None:
@@ -64,8 +75,8 @@ def image_level(pos_areas, neg_areas, min_area_fraction: float) -> dict:
     """
     pos = np.asarray(pos_areas, dtype=np.float64)
     neg = np.asarray(neg_areas, dtype=np.float64)
-    detected_pos = int(np.count_nonzero((pos > 0) & (pos >= min_area_fraction)))
-    detected_neg = int(np.count_nonzero((neg > 0) & (neg >= min_area_fraction)))
+    detected_pos = int(np.count_nonzero(detected_from_area(pos, min_area_fraction)))
+    detected_neg = int(np.count_nonzero(detected_from_area(neg, min_area_fraction)))
     sensitivity = detected_pos / pos.size if pos.size else None
     specificity = (neg.size - detected_neg) / neg.size if neg.size else None
     rates = [r for r in (sensitivity, specificity) if r is not None]

@@ -24,7 +24,7 @@ from mlflow.models import ModelSignature, set_model
 from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-from lib.decision import polyp_detected
+from lib.decision import LEGACY_MIN_AREA, polyp_detected
 from lib.inference import predict_probability
 from lib.io import decode_image
 from lib.onnx_export import ort_runner, ort_session
@@ -46,8 +46,10 @@ def encode_png(mask: np.ndarray) -> bytes:
 def min_area_fraction(meta: dict) -> float:
     """model.json's image-level rule; models exported before it existed count any polyp pixel (0.0)."""
     if "min_area_fraction" not in meta:
-        log.warning("model.json has no min_area_fraction (exported before it existed); using 0.0")
-        return 0.0
+        log.warning(
+            "model.json has no min_area_fraction (exported before it existed); using %s", LEGACY_MIN_AREA
+        )
+        return LEGACY_MIN_AREA
     return float(meta["min_area_fraction"])
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from lib.decision import LEGACY_MIN_AREA
 from lib.preprocess import prepare_input, restore_mask, sigmoid
 
 log = logging.getLogger("polypseg.model")
@@ -89,9 +90,9 @@ def read_model_meta(json_path: Path, version: str | None = None, source: str = "
     if "min_area_fraction" in meta:
         min_area = _fraction(meta, "min_area_fraction")
     else:  # exported before the image-level rule existed: once per load, not per request
-        min_area = 0.0
+        min_area = LEGACY_MIN_AREA
         log.warning(
-            "model.json has no min_area_fraction; using 0.0 (any polyp pixel means polyp detected)",
+            f"model.json has no min_area_fraction; using {LEGACY_MIN_AREA} (any polyp pixel means detected)",
             extra={"fields": {"model": source or str(json_path)}},
         )
     artifact_version = str(meta.get("model_version") or "unversioned")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import ipaddress
 import json
 import logging
 import math
@@ -28,12 +29,15 @@ from falcon.media.multipart import MultipartFormHandler, MultipartParseError, Mu
 
 from lib.decision import polyp_detected
 from lib.rle import encode_rle
-from serve.imagecheck import BadImage, ImageTooLarge, decode_checked
+from serve.admission import AdmissionGate, Overloaded, QueueTimeout
+from serve.deadline import ReadTimeout, client_gone
+from serve.imagecheck import BadImage, ImageTooLarge, decode_checked, image_end
+from serve.inflight import InflightLedger, ledger_dir
 from serve.logs import configure_logging
-from serve.metrics import Metrics
+from serve.metrics import Metrics, metrics_for_process
 from serve.predictor import ModelError, Predictor, load_predictor
 from serve.settings import Settings, load_settings
-from serve.shadow import save_shadow
+from serve.shadow import ShadowStore
 
 NOTICE = "NOT FOR CLINICAL USE"
 API_VERSION = "1"
@@ -56,36 +60,57 @@ log = logging.getLogger("polypseg.request")
 model_log = logging.getLogger("polypseg.model")
 
 
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"():,/]+/)+([^\s'\"():,/]+)")
+
+
+def public_error(message: str) -> str:
+    """`message` with absolute filesystem paths cut to their file name: clients see no server layout."""
+    return ABSOLUTE_PATH.sub(r"\1", message)
+
+
 class ModelSlot:
-    """The current predictor, or why there is none; a failed load is retried every `retry_s`."""
+    """The current predictor, or why there is none.
+
+    With a `loader`, loading happens in a background thread, retried every `retry_s` seconds until it
+    succeeds: a registry that is down or slow never blocks the worker's boot, /healthz or a request,
+    and never crashes the worker (every exception is caught and shown, paths removed, at /readyz).
+    """
 
     def __init__(self, predictor: Predictor | None, loader: Callable[[], Predictor] | None, retry_s: float):
         self.predictor = predictor
         self.error = "" if predictor or loader else "no model configured"
         self._loader = loader
-        self._retry_s = retry_s
-        self._next_try = 0.0
-        self._lock = threading.Lock()
-        self.get()  # first attempt now, so /readyz is green as soon as the worker is up
+        self._retry_s = max(retry_s, 0.05)  # 0 in tests: retry at once, without spinning a core
+        self._wake = threading.Event()
+        if predictor is None and loader is not None:
+            self.error = "the model is loading"
+            threading.Thread(target=self._load_until_loaded, name="model-loader", daemon=True).start()
 
     def get(self) -> Predictor | None:
-        if self.predictor is None and self._loader is not None and time.monotonic() >= self._next_try:
-            with self._lock:
-                if self.predictor is None and time.monotonic() >= self._next_try:
-                    self._load()
         return self.predictor
 
-    def _load(self) -> None:
-        try:
-            self.predictor = self._loader()
+    def wait(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds for a model (tests, warm-up scripts); True when loaded."""
+        deadline = time.monotonic() + timeout
+        while self.predictor is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.predictor is not None
+
+    def _load_until_loaded(self) -> None:
+        while self.predictor is None:
+            try:
+                self.predictor = self._loader()
+            except Exception as err:  # noqa: BLE001 - whatever the loader raises, the worker stays up
+                self.error = public_error(str(err) or type(err).__name__)[:500]
+                model_log.error(
+                    "model not loaded",
+                    exc_info=not isinstance(err, ModelError),  # a bug in loading: keep its traceback
+                    extra={"fields": {"error": str(err)[:2000], "retry_s": self._retry_s}},
+                )
+                self._wake.wait(self._retry_s)
+                continue
             self.error = ""
             model_log.info("model loaded", extra={"fields": {"model_version": self.predictor.meta.version}})
-        except ModelError as err:
-            self.error = str(err)
-            self._next_try = time.monotonic() + self._retry_s
-            model_log.error(
-                "model not loaded", extra={"fields": {"error": self.error, "retry_s": self._retry_s}}
-            )
 
     @property
     def version(self) -> str:
@@ -133,6 +158,10 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     """The request body, refusing anything over `limit` bytes (declared or actually sent)."""
     try:
         return _read_body(req, limit)
+    except ReadTimeout as err:  # serve/worker.py: the request's read deadline passed
+        raise falcon.HTTPError(
+            falcon.HTTP_408, title="Request timeout", description=str(err)
+        ) from err  # the worker closes the connection after this answer
     except OSError as err:
         # The WSGI server decodes the framing: gunicorn raises InvalidChunkSize, ChunkMissingTerminator,
         # NoMoreData (all IOError) for a broken chunked body or a client that stops sending.
@@ -216,8 +245,27 @@ def encode_png(gray: np.ndarray) -> bytes:
 class PredictResource:
     def __init__(self, slot: ModelSlot, settings: Settings, metrics: Metrics):
         self.slot, self.settings, self.metrics = slot, settings, metrics
+        self.gate = AdmissionGate(settings.max_running, settings.max_waiting, settings.queue_wait_s)
+        self.shadow = (
+            ShadowStore(
+                settings.shadow_dir, settings.shadow_max_request_bytes, settings.shadow_max_total_bytes
+            )
+            if settings.shadow_dir
+            else None
+        )
+
+    def on_options(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """CORS preflight: only for origins listed in POLYPSEG_CORS_ORIGINS."""
+        allow_cross_origin(req, resp, self.settings.cors_origins)
+        resp.status = falcon.HTTP_204
+        resp.set_header("Allow", "POST, OPTIONS")
+        if req.get_header("Origin"):
+            resp.set_header("Access-Control-Allow-Methods", "POST")
+            resp.set_header("Access-Control-Allow-Headers", "Content-Type, Accept, X-Request-ID")
+            resp.set_header("Access-Control-Max-Age", "600")
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        allow_cross_origin(req, resp, self.settings.cors_origins)
         predictor = require_model(self.slot)
         meta = predictor.meta
         threshold = parse_threshold(req.get_param("threshold"), meta.threshold)
@@ -231,8 +279,43 @@ class PredictResource:
                 description="format=rle is only available as JSON; accept application/json",
             )
         timings = req.context.timings
-        t0 = time.perf_counter()
         data = image_bytes(req, self.settings.max_body_bytes)
+        req.context.fields["bytes_in"] = len(data)
+        try:
+            with self.gate.turn() as waited_s:
+                timings["queue_ms"] = waited_s * 1e3
+                if client_gone(req.env.get("gunicorn.socket")):  # its client timed out while it queued
+                    self.metrics.rejected_count.labels("client_gone").inc()
+                    raise falcon.HTTPError(
+                        "499 Client Closed Request",
+                        title="Client closed request",
+                        description="the client closed the connection before its turn; nothing was computed",
+                    )
+                self._answer(req, resp, predictor, data, threshold, mask_format, wants_png)
+        except Overloaded as err:
+            self.metrics.rejected_count.labels("overloaded").inc()
+            raise falcon.HTTPTooManyRequests(
+                title="Server busy", description=str(err), retry_after=1
+            ) from err
+        except QueueTimeout as err:
+            self.metrics.rejected_count.labels("queue_timeout").inc()
+            raise falcon.HTTPServiceUnavailable(
+                title="Server busy", description=str(err), retry_after=1
+            ) from err
+
+    def _answer(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        predictor: Predictor,
+        data: bytes,
+        threshold: float,
+        mask_format: str,
+        wants_png: bool,
+    ) -> None:
+        """Decode, predict and encode: the CPU work, run only with a turn from the admission gate."""
+        meta, timings = predictor.meta, req.context.timings
+        t0 = time.perf_counter()
         try:
             header, rgb = decode_checked(data, self.settings.max_pixels)
         except ImageTooLarge as err:
@@ -240,9 +323,7 @@ class PredictResource:
         except BadImage as err:
             raise falcon.HTTPBadRequest(title="Invalid image", description=str(err)) from err
         height, width = rgb.shape[:2]
-        req.context.fields.update(
-            input_format=header.format, input_shape=[height, width, 3], bytes_in=len(data)
-        )
+        req.context.fields.update(input_format=header.format, input_shape=[height, width, 3])
         timings["decode_ms"] = (time.perf_counter() - t0) * 1e3
 
         result = predictor.predict(rgb)
@@ -258,7 +339,7 @@ class PredictResource:
         fraction = round(float(mask.mean()), 6)
         # The image-level rule chosen on validation, applied to the mask actually returned.
         detected = polyp_detected(mask, meta.min_area_fraction)
-        mask_png = encode_png(mask * 255) if mask_format == "png" or self.settings.shadow_dir else b""
+        mask_png = encode_png(mask * 255) if mask_format == "png" or self.shadow else b""
         if mask_format == "prob":
             payload_png = encode_png(np.clip(result.prob * 255.0 + 0.5, 0, 255).astype(np.uint8))
         else:
@@ -296,22 +377,55 @@ class PredictResource:
             )
             resp.media = {"mask": mask_field, "mask_format": mask_format, **fields, "notice": NOTICE}
 
-        if self.settings.shadow_dir:
-            self._shadow(req, data, header.format, mask_png, fields)
+        if self.shadow:
+            self._shadow(req, data[: image_end(data, header.format)], header.format, mask_png, fields)
 
     def _shadow(
-        self, req: falcon.Request, data: bytes, image_format: str, mask_png: bytes, fields: dict
+        self, req: falcon.Request, image: bytes, image_format: str, mask_png: bytes, fields: dict
     ) -> None:
         t0 = time.perf_counter()
-        record = {**fields, "time": time.time(), "content_type": req.content_type, "bytes_in": len(data)}
+        record = {**fields, "time": time.time(), "content_type": req.content_type}
+        dropped = self.metrics.shadow_dropped_count
         try:
-            folder = save_shadow(
-                self.settings.shadow_dir, req.context.request_id, data, image_format, mask_png, record
-            )
-            req.context.fields["shadow"] = str(folder)
+            saved = self.shadow.save(req.context.request_id, image, image_format, mask_png, record)
         except OSError as err:  # a full or read-only disk must not fail the prediction
+            dropped.labels("write_error").inc()
             log.warning("shadow write failed", extra={"fields": {"error": str(err)}})
+        else:
+            if saved.pruned:
+                dropped.labels("pruned").inc(saved.pruned)
+            if saved.folder is None:
+                dropped.labels("total_cap").inc()
+            else:
+                req.context.fields["shadow"] = saved.folder.name
+                if not saved.input_stored:
+                    dropped.labels("input_too_large").inc()
         req.context.timings["shadow_ms"] = (time.perf_counter() - t0) * 1e3
+
+
+def allow_cross_origin(req: falcon.Request, resp: falcon.Response, allowed: tuple[str, ...]) -> None:
+    """Refuse a browser request from another web origin unless that origin is listed (403).
+
+    Without this a page on any site could make visitors' browsers POST images here: the browser hides
+    the answer from that page, but the work is done. Same-origin requests (the demo page) and clients
+    that send no Origin header (curl, scripts) pass; listed origins get the CORS headers they need.
+    """
+    origin = req.get_header("Origin")
+    if origin is None:
+        return
+    if origin in allowed or "*" in allowed:
+        resp.set_header("Access-Control-Allow-Origin", origin)
+        resp.set_header("Access-Control-Expose-Headers", "X-Request-ID, Retry-After")
+        resp.append_header("Vary", "Origin")
+        return
+    host = (req.get_header("Host") or "").lower()
+    if origin.lower().split("://", 1)[-1] == host and host:
+        return
+    raise falcon.HTTPForbidden(
+        title="Cross-origin request refused",
+        description="this origin may not call the API from a browser; the operator can list it in "
+        "POLYPSEG_CORS_ORIGINS",
+    )
 
 
 class HealthResource:
@@ -351,7 +465,7 @@ class VersionResource:
                 "threshold": m.threshold,
                 "min_area_fraction": m.min_area_fraction,
                 "decision_chosen_on": m.decision_chosen_on,
-                "source": m.source,
+                "source": public_error(m.source),
             }
         resp.media = {
             "service": "polypseg",
@@ -371,10 +485,23 @@ class VersionResource:
 
 
 class MetricsResource:
-    def __init__(self, metrics: Metrics):
+    """Prometheus exposition; POLYPSEG_METRICS_ALLOW limits it to the scraper's networks."""
+
+    def __init__(self, metrics: Metrics, allow: tuple[str, ...] = ()):
         self.metrics = metrics
+        self.allow = [ipaddress.ip_network(net, strict=False) for net in allow]
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self.allow:
+            try:
+                client = ipaddress.ip_address((req.remote_addr or "").split("%")[0])
+            except ValueError:
+                client = None
+            if client is None or not any(client in net for net in self.allow):
+                raise falcon.HTTPForbidden(
+                    title="Forbidden",
+                    description="/metrics is only served to the networks in POLYPSEG_METRICS_ALLOW",
+                )
         resp.content_type = self.metrics.content_type
         resp.data = self.metrics.render()
 
@@ -407,8 +534,8 @@ class StaticResource:
 
 
 class RequestObserver:
-    def __init__(self, slot: ModelSlot, metrics: Metrics):
-        self.slot, self.metrics = slot, metrics
+    def __init__(self, slot: ModelSlot, metrics: Metrics, ledger: InflightLedger | None = None):
+        self.slot, self.metrics, self.ledger = slot, metrics, ledger
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.start = time.perf_counter()
@@ -416,11 +543,25 @@ class RequestObserver:
         req.context.request_id = incoming if incoming and REQUEST_ID.match(incoming) else uuid.uuid4().hex
         req.context.timings = {}
         req.context.fields = {}
+        req.context.ledger_key = None
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params) -> None:
+        if self.ledger is not None and resource is not None:  # see serve/inflight.py
+            req.context.ledger_key = uuid.uuid4().hex
+            self.ledger.start(
+                req.context.ledger_key,
+                request_id=req.context.request_id,
+                endpoint=req.uri_template,
+                method=req.method if req.method in KNOWN_METHODS else "other",
+                model_version=self.slot.version,
+            )
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
         total_ms = (time.perf_counter() - req.context.start) * 1e3
+        if getattr(req.context, "ledger_key", None):
+            self.ledger.end(req.context.ledger_key)
         resp.set_header("X-Request-ID", req.context.request_id)
         resp.set_header("X-Content-Type-Options", "nosniff")
         resp.set_header("Referrer-Policy", "no-referrer")
@@ -484,13 +625,14 @@ def create_app(
 ) -> falcon.App:
     """The API around `predictor`.
 
-    With `predictor` None the model endpoints answer 503; a `loader` is then tried at once and again
-    every `settings.model_retry_s` seconds until it returns a predictor.
+    With `predictor` None the model endpoints answer 503; a `loader` is then run in a background
+    thread at once and again every `settings.model_retry_s` seconds until it returns a predictor.
     """
     settings = settings or Settings()
     slot = ModelSlot(predictor, loader, settings.model_retry_s)
-    metrics = Metrics()
-    app = falcon.App(middleware=[RequestObserver(slot, metrics)])
+    metrics = metrics_for_process()
+    ledger = InflightLedger(ledger_dir()) if ledger_dir() else None
+    app = falcon.App(middleware=[RequestObserver(slot, metrics, ledger)])
     app.req_options.strip_url_path_trailing_slash = True
     app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, handle_unexpected)
@@ -501,7 +643,7 @@ def create_app(
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(slot))
     app.add_route("/version", VersionResource(slot))
-    app.add_route("/metrics", MetricsResource(metrics))
+    app.add_route("/metrics", MetricsResource(metrics, settings.metrics_allow))
     return app
 
 
@@ -512,7 +654,11 @@ def get_app() -> falcon.App:
 
     def loader() -> Predictor:
         return load_predictor(
-            settings.model_path, settings.model_uri, settings.allow_staging, settings.ort_threads
+            settings.model_path,
+            settings.model_uri,
+            settings.allow_staging,
+            settings.ort_threads,
+            settings.registry_timeout_s,
         )
 
     return create_app(None, settings, loader=loader)

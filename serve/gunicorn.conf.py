@@ -2,7 +2,11 @@
 
 Sizing: workers x onnxruntime intra-op threads should not exceed the CPU cores the process may
 use. POLYPSEG_ORT_THREADS defaults to cores // workers, so the default (2 workers) uses 1 thread
-each on a 2-core host. Prometheus runs in multiprocess mode so /metrics sums every worker.
+each on a 2-core host. Each worker (serve/worker.py) has POLYPSEG_THREADS threads for socket I/O,
+so slow clients wait on threads, not on CPU workers; the CPU work itself is admitted per worker by
+serve/admission.py (POLYPSEG_MAX_RUNNING at a time, POLYPSEG_MAX_QUEUE waiting, the rest 429).
+Prometheus runs in multiprocess mode so /metrics sums every worker; requests in flight in a worker
+that dies are counted by `child_exit` (serve/inflight.py).
 """
 
 import os
@@ -14,6 +18,11 @@ from pathlib import Path
 # without the directory every worker would count in private memory that /metrics never sees.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="polypseg-prometheus-")
+if not os.environ.get("POLYPSEG_INFLIGHT_DIR"):  # on tmpfs when there is one: rewritten per request
+    _shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    os.environ["POLYPSEG_INFLIGHT_DIR"] = tempfile.mkdtemp(prefix="polypseg-inflight-", dir=_shm)
+
+import logging  # noqa: E402
 
 from prometheus_client import multiprocess  # noqa: E402
 
@@ -22,7 +31,11 @@ _cores = len(os.sched_getaffinity(0))
 bind = os.environ.get("POLYPSEG_BIND", "127.0.0.1:8000")  # the container sets 0.0.0.0:8000
 workers = int(os.environ.get("POLYPSEG_WORKERS", "2"))  # processes, one request at a time each
 os.environ.setdefault("POLYPSEG_ORT_THREADS", str(max(1, _cores // workers)))
-worker_class = "sync"  # inference is CPU-bound: more requests in flight per worker only queue
+# gthread plus a read deadline and JSON errors; "sync" (one socket per process) only for comparisons.
+worker_class = os.environ.get("POLYPSEG_WORKER_CLASS", "serve.worker.ApiWorker")
+threads = int(os.environ.get("POLYPSEG_THREADS", "32"))  # I/O threads per worker (slow uploads wait here)
+worker_connections = 4 * threads  # open connections per worker; more wait in the listen backlog
+keepalive = 5  # seconds an idle keep-alive connection is kept (in the poller, not on a thread)
 timeout = int(os.environ.get("POLYPSEG_TIMEOUT", "30"))  # seconds before a stuck worker is replaced
 graceful_timeout = 10  # seconds for in-flight requests on shutdown
 max_requests = int(
@@ -57,5 +70,36 @@ def on_starting(server):
         stale.unlink()
 
 
+def post_fork(server, worker):
+    from serve.logs import capture_native_stderr
+
+    capture_native_stderr()  # libpng/libjpeg warnings become JSON lines, not raw text among them
+
+
 def child_exit(server, worker):
+    """A worker exited: count the requests it never answered, then retire its live metrics."""
+    from serve.inflight import take_lost
+    from serve.metrics import metrics_for_process
+
+    lost = take_lost(os.environ["POLYPSEG_INFLIGHT_DIR"], worker.pid)
+    if lost:
+        metrics = metrics_for_process()
+        log = logging.getLogger("gunicorn.error")
+        for request in lost:
+            endpoint = str(request.get("endpoint") or "unmatched")
+            metrics.lost_request_count.labels(endpoint).inc()
+            metrics.observe_request(
+                endpoint,
+                str(request.get("method") or "other"),
+                500,
+                str(request.get("model_version") or "none"),
+                request.get("seconds", 0.0) * 1e3,
+            )
+            fields = {
+                **request,
+                "status": 500,
+                "error": "worker exited before answering",
+                "worker_pid": worker.pid,
+            }
+            log.error("request lost", extra={"fields": fields})
     multiprocess.mark_process_dead(worker.pid)

@@ -56,8 +56,14 @@ class Gunicorn:
     """`with Gunicorn(model_path) as server:` a real gunicorn on 127.0.0.1, ready to serve."""
 
     def __init__(
-        self, model_path: str | Path, workers: int = 2, env: dict[str, str] | None = None, log_path=None
+        self,
+        model_path: str | Path,
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+        log_path=None,
+        wait_for: str = "/readyz",
     ):
+        self.wait_for = wait_for  # the endpoint that must answer 200 before `with` goes on
         self.port = free_port()
         self._tmp = tempfile.TemporaryDirectory(prefix="polypseg-gunicorn-")
         self.prometheus_dir = Path(self._tmp.name) / "prometheus"
@@ -81,21 +87,22 @@ class Gunicorn:
         cmd = [sys.executable, "-m", "gunicorn", "-c", "serve/gunicorn.conf.py", "serve.app:get_app()"]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
-        self.wait_ready()
+        self.wait_ready(path=self.wait_for)
         return self
 
-    def wait_ready(self, timeout: float = 90.0) -> None:  # a registry load imports mlflow: slow on a busy CI
+    def wait_ready(self, timeout: float = 90.0, path: str = "/readyz") -> None:
+        # 90 s: a registry load imports mlflow, slow on a busy CI
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
             try:
-                if http_get(self.port, "/readyz", timeout=1.0)[0] == 200:
+                if http_get(self.port, path, timeout=1.0)[0] == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"gunicorn not ready after {timeout} s:\n{self.log_text()[-3000:]}")
+        raise TimeoutError(f"gunicorn {path} not 200 after {timeout} s:\n{self.log_text()[-3000:]}")
 
     def worker_pids(self) -> list[int]:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")

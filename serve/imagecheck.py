@@ -291,3 +291,29 @@ def decode_checked(data: bytes, max_pixels: int) -> tuple[ImageHeader, np.ndarra
             f"not the {header.width}x{header.height} its header declares"
         )
     return header, rgb
+
+
+def image_end(data: bytes, image_format: str) -> int:
+    """Where the image ends in `data`: bytes after it (padding, appended files) are not part of it.
+
+    PNG: the whole body (check_png_stream refuses anything after IEND). JPEG: just past the first
+    end-of-image marker after the first scan header, found by walking the segments by their length
+    fields as read_jpeg_size does, so an EXIF thumbnail's own markers are skipped.
+    """
+    if image_format != "jpeg":
+        return len(data)
+    pos = 2
+    while True:
+        found = JPEG_NEXT_MARKER.search(data, pos)
+        if found is None:
+            return len(data)
+        pos = found.end()
+        marker = data[pos - 1]
+        if marker in JPEG_STANDALONE:
+            continue
+        if pos + 2 > len(data):
+            return len(data)
+        pos += int.from_bytes(data[pos : pos + 2], "big")
+        if marker == 0xDA:
+            eoi = data.find(b"\xff\xd9", pos)
+            return len(data) if eoi < 0 else eoi + 2

@@ -26,8 +26,26 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+_process_metrics: Metrics | None = None
+
+
+def metrics_for_process() -> Metrics:
+    """The metrics an app should use: one shared set per process in multiprocess mode.
+
+    Multiprocess samples are files keyed by process id; two metric objects of the same name in one
+    process would each keep their own running value and overwrite each other's file entries, so a
+    gunicorn worker (app and worker class) and the master (child_exit) each share one instance.
+    """
+    global _process_metrics
+    if not multiprocess_dir():
+        return Metrics()
+    if _process_metrics is None:
+        _process_metrics = Metrics()
+    return _process_metrics
+
+
 class Metrics:
-    """request_count, error_count, request_latency_ms and inference_latency_ms."""
+    """Request counts, errors and latencies; refusals by reason; requests lost with a dead worker."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -57,6 +75,25 @@ class Metrics:
             "onnxruntime session.run time per /predict, in milliseconds",
             ["model_version"],
             buckets=LATENCY_BUCKETS_MS,
+            registry=self.registry,
+        )
+
+        self.rejected_count = Counter(
+            "rejected_count",
+            "/predict requests not computed: overloaded (429), queue_timeout (503), client_gone",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.lost_request_count = Counter(
+            "lost_request_count",
+            "Requests in flight in a worker that died before answering (also counted as 500)",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.shadow_dropped_count = Counter(
+            "shadow_dropped_count",
+            "Shadow copies not written or cut short: input_too_large, total_cap, write_error; pruned",
+            ["reason"],
             registry=self.registry,
         )
 

@@ -202,7 +202,7 @@ def find_model_files(root: Path) -> tuple[Path, Path]:
     return pairs[0], pairs[0].with_name("model.json")
 
 
-def load_registry(uri: str, allow_staging: bool = False, threads: int = 1) -> Predictor:
+def load_registry(uri: str, allow_staging: bool = False, threads: int = 1, timeout_s: int = 10) -> Predictor:
     """A Predictor from the MLflow registry (`models:/NAME@ALIAS` or `models:/NAME/VERSION`).
 
     The alias is resolved to a version number first and that exact version is downloaded, so
@@ -214,6 +214,11 @@ def load_registry(uri: str, allow_staging: bool = False, threads: int = 1) -> Pr
             f"POLYPSEG_MODEL_URI must look like models:/NAME@ALIAS or models:/NAME/N, got {uri!r}"
         )
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow's own defaults (120 s per call, 7 retries with exponential backoff) would keep one load
+    # attempt busy for minutes while the registry is down; the caller retries the whole load instead.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one JSON log line, not a bar
     try:
         import mlflow
@@ -222,7 +227,10 @@ def load_registry(uri: str, allow_staging: bool = False, threads: int = 1) -> Pr
         raise ModelError("a registry model URI needs the mlflow package, which is not installed") from err
 
     name, alias, version = match["name"], match["alias"], match["version"]
-    client = MlflowClient()
+    try:
+        client = MlflowClient()
+    except Exception as err:  # a store that cannot be opened (sqlite in a missing directory, bad URI)
+        raise ModelError(f"cannot open the MLflow registry for {uri}: {err}") from err
     if alias:
         try:
             version = client.get_model_version_by_alias(name, alias).version
@@ -250,11 +258,11 @@ def load_registry(uri: str, allow_staging: bool = False, threads: int = 1) -> Pr
 
 
 def load_predictor(
-    model_path: str, model_uri: str = "", allow_staging: bool = False, threads: int = 1
+    model_path: str, model_uri: str = "", allow_staging: bool = False, threads: int = 1, timeout_s: int = 10
 ) -> Predictor:
     """The registry model when `model_uri` is set, else the local one; raises ModelError."""
     if threads < 1:
         raise ModelError(f"onnxruntime threads must be >= 1, got {threads}")
     if model_uri:
-        return load_registry(model_uri, allow_staging, threads)
+        return load_registry(model_uri, allow_staging, threads, timeout_s)
     return load_local(model_path, threads)

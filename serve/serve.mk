@@ -4,11 +4,13 @@
 SERVE_PORT  ?= 8000
 SERVE_IMAGE ?= localhost/polypseg-serve:latest
 BENCH_ARGS  ?=  # e.g. --standin (tiny stand-in model) or --requests 100
-SERVE_TESTS := tests/test_rle.py tests/test_image.py tests/test_image_bombs.py tests/test_serve_app.py tests/test_serve_fuzz.py
-SERVE_PY    := serve lib/rle.py bin/bench_serve.py $(SERVE_TESTS) tests/test_serve_gunicorn.py tests/test_browser.py
+SERVE_TESTS := tests/test_rle.py tests/test_image.py tests/test_image_bombs.py tests/test_serve_app.py tests/test_serve_fuzz.py \
+	tests/test_serve_hardening.py
+SERVE_PY    := serve lib/rle.py bin/bench_serve.py $(SERVE_TESTS) tests/test_serve_gunicorn.py tests/test_browser.py \
+	tests/test_serve_resilience.py
 
 .PHONY: serve-run test-serve test-serve-gunicorn test-browser chromium container-tools image-base image \
-	image-test image-cold image-clean bench-serve lint-serve
+	image-test image-cold image-clean bench-serve bench-fuzz lint-serve
 
 serve-run: ## run the API locally with gunicorn on 127.0.0.1:$(SERVE_PORT) (model: models/model.onnx)
 	POLYPSEG_BIND=127.0.0.1:$(SERVE_PORT) PYTHONPATH=$(CURDIR) \
@@ -17,8 +19,8 @@ serve-run: ## run the API locally with gunicorn on 127.0.0.1:$(SERVE_PORT) (mode
 test-serve: ## serving fast tests: RLE, image checks, API, fuzz (seconds)
 	PYTHONPATH=$(CURDIR) $(PY) -m pytest -q $(SERVE_TESTS)
 
-test-serve-gunicorn: ## real gunicorn: 2 workers, multiprocess metrics, MLflow registry load
-	PYTHONPATH=$(CURDIR) $(PY) -m pytest -q tests/test_serve_gunicorn.py
+test-serve-gunicorn: ## real gunicorn: workers, metrics, registry load and outages, slow clients, killed worker
+	PYTHONPATH=$(CURDIR) $(PY) -m pytest -q tests/test_serve_gunicorn.py tests/test_serve_resilience.py
 
 test-browser: chromium ## demo page in headless chromium -> reports/browser/demo.png
 	PYTHONPATH=$(CURDIR) $(PY) -m pytest -q tests/test_browser.py
@@ -49,8 +51,12 @@ image-clean: ## delete the project's podman storage (.cache/podman): the next bu
 image-test: ## run the image, wait for /readyz, POST a real image from the host, check it, remove it
 	POLYPSEG_IMAGE=$(SERVE_IMAGE) PY=$(PY) serve/image.sh test
 
-bench-serve: ## load test on loopback (1/4/16 clients, 256x256 + 1280x1024 JPEGs) -> reports/bench/serve.json
+bench-serve: ## load test (1/4/16 clients, 2 sizes) + slow-client and overload scenarios -> reports/bench/serve.json
 	PYTHONPATH=$(CURDIR) $(PY) bin/bench_serve.py $(BENCH_ARGS)
+
+bench-fuzz: ## 10,000 fuzzed /predict requests (mutations + bomb families), 0 5xx -> reports/bench/fuzz.json
+	POLYPSEG_FUZZ_CASES=10000 POLYPSEG_FUZZ_REPORT=reports/bench/fuzz.json PYTHONPATH=$(CURDIR) \
+		$(PY) -m pytest -q tests/test_serve_fuzz.py -k payloads
 
 lint-serve: ## ruff on the serving code and tests, hadolint on serve/Dockerfile
 	$(VENV)/bin/ruff check $(SERVE_PY)

@@ -5,7 +5,9 @@ Every variable is optional; a malformed value is an error that names the variabl
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +25,15 @@ class Settings:
     shadow_dir: str = ""  # when set, store every request's image, mask and record here
     ort_threads: int = 1  # onnxruntime intra-op threads per worker (workers x threads <= cores)
     model_retry_s: float = 30.0  # seconds between attempts to load a model that failed to load
+    registry_timeout_s: int = 10  # seconds per MLflow registry HTTP call (one retry) while loading
+    read_timeout_s: float = 10.0  # a request's headers and body must arrive within this, from its first byte
+    max_running: int = 1  # predictions computed at once per worker (its onnxruntime threads serve one)
+    max_waiting: int = 4  # predictions that may wait for a turn per worker; more get 429
+    queue_wait_s: float = 2.0  # longest wait for a turn; longer gets 503 (the client would give up anyway)
+    shadow_max_request_bytes: int = 20 * 1024 * 1024  # larger inputs: record and mask only
+    shadow_max_total_bytes: int = 1024**3  # the shadow directory's cap; the oldest requests are pruned
+    metrics_allow: tuple[str, ...] = ()  # client networks allowed to GET /metrics (CIDR); empty = any
+    cors_origins: tuple[str, ...] = ()  # other web origins allowed to call /predict from a browser
     log_level: str = "INFO"
 
 
@@ -63,6 +74,22 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
+def _list(env: Mapping[str, str], name: str, check=None) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in env.get(name, "").split(",") if v.strip())
+    for item in items:
+        if check is not None:
+            try:
+                check(item)
+            except ValueError as err:
+                raise ValueError(f"{name}: {item!r} is not valid ({err})") from None
+    return items
+
+
+def _origin(value: str) -> None:
+    if value != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", value):
+        raise ValueError("expected scheme://host[:port], e.g. https://viewer.example.org")
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: os.environ); raises ValueError naming a bad variable."""
     env = os.environ if env is None else env
@@ -79,5 +106,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         shadow_dir=env.get("POLYPSEG_SHADOW_DIR", "").strip(),
         ort_threads=_int(env, "POLYPSEG_ORT_THREADS", defaults.ort_threads, 1),
         model_retry_s=_float(env, "POLYPSEG_MODEL_RETRY_S", defaults.model_retry_s, 0.0),
+        registry_timeout_s=_int(env, "POLYPSEG_REGISTRY_TIMEOUT_S", defaults.registry_timeout_s, 1),
+        read_timeout_s=_float(env, "POLYPSEG_READ_TIMEOUT_S", defaults.read_timeout_s, 0.1),
+        max_running=_int(env, "POLYPSEG_MAX_RUNNING", defaults.max_running, 1),
+        max_waiting=_int(env, "POLYPSEG_MAX_QUEUE", defaults.max_waiting, 0),
+        queue_wait_s=_float(env, "POLYPSEG_QUEUE_WAIT_S", defaults.queue_wait_s, 0.01),
+        shadow_max_request_bytes=_int(
+            env, "POLYPSEG_SHADOW_MAX_REQUEST_BYTES", defaults.shadow_max_request_bytes, 0
+        ),
+        shadow_max_total_bytes=_int(
+            env, "POLYPSEG_SHADOW_MAX_TOTAL_BYTES", defaults.shadow_max_total_bytes, 1
+        ),
+        metrics_allow=_list(env, "POLYPSEG_METRICS_ALLOW", lambda v: ipaddress.ip_network(v, strict=False)),
+        cors_origins=_list(env, "POLYPSEG_CORS_ORIGINS", _origin),
         log_level=level,
     )

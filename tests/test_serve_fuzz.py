@@ -1,8 +1,11 @@
 """Fuzz /predict with mutated real images: no 5xx, every refusal is a JSON 4xx, the server stays up."""
 
 import collections
+import json
+import os
 import struct
 import time
+from pathlib import Path
 
 import cv2
 import falcon.testing
@@ -23,7 +26,9 @@ from serve.predictor import load_local
 from serve.settings import Settings
 from serve.tinymodel import write_tiny_model
 
-CASES = 1000  # payloads; at about 2 ms each the test takes a few seconds
+# Payloads: 1000 in make ci (a few seconds); `make bench-fuzz` runs 10,000 and writes a report.
+CASES = int(os.environ.get("POLYPSEG_FUZZ_CASES", "1000"))
+REPORT = os.environ.get("POLYPSEG_FUZZ_REPORT")  # a JSON summary of the run, when set
 MAX_PIXELS = 4_000_000
 BOMB_SECONDS = 1.0  # a bomb must be refused within this, whatever it would inflate to
 # Mostly valid request framing, so most payloads reach the image checks and the decoder.
@@ -145,7 +150,8 @@ def as_multipart(data: bytes, rng: np.random.Generator) -> bytes:
 
 def test_fuzzed_payloads_never_cause_5xx(client, seeds):
     rng = np.random.default_rng(20261123)
-    statuses, titles = collections.Counter(), collections.Counter()
+    statuses, titles, kinds = collections.Counter(), collections.Counter(), collections.Counter()
+    slowest_bomb, started = 0.0, time.perf_counter()
     for i in range(CASES):
         kind, body = mutate(seeds[i % len(seeds)], rng)
         content_type = str(pick(rng, GOOD_CONTENT_TYPES, BAD_CONTENT_TYPES, 0.8))
@@ -163,15 +169,31 @@ def test_fuzzed_payloads_never_cause_5xx(client, seeds):
         result = client.simulate_post("/predict", body=body, headers=headers, params=params)
         elapsed = time.perf_counter() - start
         statuses[result.status_code] += 1
+        kinds[kind] += 1
         titles[result.json["title"] if result.status_code >= 400 else "ok"] += 1
         context = f"case {i}: {kind}, {len(body)} bytes, {content_type!r}, {params}, accept={accept!r}"
         assert result.status_code < 500, f"{context}: {result.status} {result.text[:300]}"
         if kind.startswith(("png-", "jpeg-")):
+            slowest_bomb = max(slowest_bomb, elapsed)
             assert result.status_code >= 400 and elapsed < BOMB_SECONDS, f"{context}: {elapsed:.2f} s"
         if result.status_code >= 400:
             body_json = result.json
             assert body_json["title"] and body_json["description"], context
 
+    if REPORT:
+        summary = {
+            "requests": CASES,
+            "seconds": round(time.perf_counter() - started, 1),
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "server_errors_5xx": sum(v for k, v in statuses.items() if k >= 500),
+            "mutation_kinds": dict(sorted(kinds.items())),
+            "bombs": sum(v for k, v in kinds.items() if k.startswith(("png-", "jpeg-"))),
+            "slowest_bomb_ms": round(slowest_bomb * 1e3, 1),
+            "refusal_titles": dict(titles.most_common()),
+            "command": "make bench-fuzz",
+        }
+        Path(REPORT).parent.mkdir(parents=True, exist_ok=True)
+        Path(REPORT).write_text(json.dumps(summary, indent=2) + "\n")
     # Both outcomes were exercised, and the server is still healthy and correct afterwards.
     assert statuses[200] > 100 and titles["Invalid image"] > 200, (statuses, titles)
     metrics = client.simulate_get("/metrics").text

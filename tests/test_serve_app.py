@@ -14,9 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lib.decision import Decision
 from lib.rle import decode_rle
-from serve.app import NOTICE, create_app, get_app
+from serve.app import create_app, get_app
 from serve.harness import sample_image_bytes
 from serve.predictor import ModelError, load_local, load_predictor, read_model_meta
+from serve.resources import NOTICE
 from serve.settings import Settings, load_settings
 from serve.tinymodel import TINY_VERSION, write_tiny_model
 

@@ -57,6 +57,8 @@ def test_demo_page_overlays_mask_and_slider_redraws_without_upload(browser, tmp_
         banner = page.locator("#banner")
         assert banner.is_visible() and "NOT FOR CLINICAL USE" in banner.inner_text()
         page.wait_for_function("document.getElementById('model-version').textContent.includes('tiny')")
+        # Nothing of the result area renders before an upload (no broken-image icon).
+        assert not page.locator("#stage").is_visible() and not page.locator("#image").is_visible()
 
         page.set_input_files("#file", str(image_path))
         page.wait_for_selector("#overlay[data-ready='1']", timeout=15_000)

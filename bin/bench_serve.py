@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 
 from lib.io import write_json
-from serve.harness import Gunicorn, http_get, sample_image_bytes
-from serve.tinymodel import write_tiny_model
+from tests.support.harness import Gunicorn, http_get, sample_image_bytes
+from tests.support.tinymodel import write_tiny_model
 
 SIZES = {"256x256": (256, 256), "1280x1024": (1280, 1024)}  # (width, height) of the test JPEGs
 JPEG_QUALITY = 90

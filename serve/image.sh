@@ -91,7 +91,7 @@ build() {
         cp "$src"/model.onnx* "$src/model.json" "$ctx/models/"
     elif [[ "${POLYPSEG_STANDIN_MODEL:-0}" == 1 ]]; then
         echo "image: WARNING models/model.onnx missing; baking the tiny STAND-IN model (not a real model)" >&2
-        PYTHONPATH="$REPO" "$PY" -m serve.tinymodel "$ctx/models" --size 256
+        PYTHONPATH="$REPO" "$PY" -m tests.support.tinymodel "$ctx/models" --size 256
     else
         echo "image: models/model.onnx and models/model.json are missing (run the export stage," \
              "or set POLYPSEG_STANDIN_MODEL=1 for a smoke build)" >&2
@@ -113,10 +113,10 @@ smoke() {
     local name port
     NAME="polypseg-image-test-$$"  # global for the EXIT trap (see build)
     name=$NAME
-    port=$(PYTHONPATH="$REPO" "$PY" -c 'from serve.harness import free_port; print(free_port())')
+    port=$(PYTHONPATH="$REPO" "$PY" -c 'from tests.support.harness import free_port; print(free_port())')
     trap 'podman rm -f "$NAME" >/dev/null 2>&1 || true' EXIT
     podman run -d --name "$name" -p "127.0.0.1:$port:8000" "$IMAGE" </dev/null >/dev/null
-    if ! PYTHONPATH="$REPO" "$PY" -m serve.harness smoke --port "$port" --timeout 120; then
+    if ! PYTHONPATH="$REPO" "$PY" -m tests.support.harness smoke --port "$port" --timeout 120; then
         podman logs --tail 40 "$name" >&2 || true
         return 1
     fi

@@ -9,7 +9,7 @@ import pytest
 from bin_helpers import load_bin
 
 from lib.quantize import int8_decision
-from serve.tinymodel import write_tiny_model
+from tests.support.tinymodel import write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw" / "Kvasir-SEG"

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from serve.harness import REPO, Gunicorn, sample_image_bytes
-from serve.tinymodel import TINY_VERSION, write_tiny_model
+from tests.support.harness import REPO, Gunicorn, sample_image_bytes
+from tests.support.tinymodel import TINY_VERSION, write_tiny_model
 
 pytestmark = pytest.mark.integration  # starts real processes: excluded from make test-fast
 

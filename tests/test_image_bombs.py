@@ -38,7 +38,7 @@ from serve.imagecheck import (
 )
 from serve.predictor import load_local
 from serve.settings import Settings
-from serve.tinymodel import write_tiny_model
+from tests.support.tinymodel import write_tiny_model
 
 MIB = 1 << 20
 MAX_PIXELS = 25_000_000  # the serving default

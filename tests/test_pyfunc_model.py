@@ -8,8 +8,8 @@ import logging
 
 from lib.onnx_export import ort_runner, ort_session
 from lib.pyfunc_model import OUTPUT_COLUMNS, min_area_fraction, predict_masks
-from serve.harness import sample_image_bytes
-from serve.tinymodel import write_tiny_model
+from tests.support.harness import sample_image_bytes
+from tests.support.tinymodel import write_tiny_model
 
 
 def predict(tmp_path, threshold: float, min_area: float):

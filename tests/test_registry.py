@@ -1,6 +1,6 @@
 """MLflow logging, registration, promotion and rollback against a real SQLite store in tmp_path.
 
-The ONNX model is serve.tinymodel's one-convolution net (real onnxruntime, no torch export), so each
+The ONNX model is tests.support.tinymodel's one-convolution net (real onnxruntime, no torch export), so each
 test takes seconds; tests/test_export_onnx.py covers the real U-Net export.
 """
 
@@ -33,7 +33,7 @@ from lib.registry import (
     run_for_checkpoint,
 )
 from lib.tracking import setup_mlflow
-from serve.tinymodel import write_tiny_model
+from tests.support.tinymodel import write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "data" / "raw" / "Kvasir-SEG" / "images"

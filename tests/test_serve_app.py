@@ -15,11 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from lib.decision import Decision
 from lib.rle import decode_rle
 from serve.app import create_app, get_app
-from serve.harness import sample_image_bytes
 from serve.predictor import ModelError, load_local, load_predictor, read_model_meta
 from serve.resources import NOTICE
 from serve.settings import Settings, load_settings
-from serve.tinymodel import TINY_VERSION, write_tiny_model
+from tests.support.harness import sample_image_bytes
+from tests.support.tinymodel import TINY_VERSION, write_tiny_model
 
 MAX_BODY = 300_000  # bytes, small so the 413 test stays cheap
 MAX_PIXELS = 4_000_000

@@ -21,10 +21,10 @@ from test_image_bombs import (
 )
 
 from serve.app import create_app
-from serve.harness import sample_image_bytes
 from serve.predictor import load_local
 from serve.settings import Settings
-from serve.tinymodel import write_tiny_model
+from tests.support.harness import sample_image_bytes
+from tests.support.tinymodel import write_tiny_model
 
 # Payloads: 1000 in make ci (a few seconds); `make bench-fuzz` runs 10,000 and writes a report.
 CASES = int(os.environ.get("POLYPSEG_FUZZ_CASES", "1000"))

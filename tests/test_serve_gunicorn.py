@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serve.harness import Gunicorn, http_get, sample_image_bytes
-from serve.tinymodel import TINY_VERSION, write_tiny_model
+from tests.support.harness import Gunicorn, http_get, sample_image_bytes
+from tests.support.tinymodel import TINY_VERSION, write_tiny_model
 
 pytestmark = pytest.mark.integration  # starts real processes: excluded from make test-fast
 

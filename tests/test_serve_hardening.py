@@ -17,14 +17,14 @@ import pytest
 from serve.admission import AdmissionGate, Overloaded, QueueTimeout
 from serve.app import create_app
 from serve.deadline import DeadlineSocket, ReadTimeout, client_gone
-from serve.harness import sample_image_bytes
 from serve.imagecheck import image_end
 from serve.inflight import InflightLedger, take_lost
 from serve.model_slot import public_error
 from serve.predictor import ModelError, load_local, load_predictor
 from serve.settings import Settings
 from serve.shadow import ShadowStore
-from serve.tinymodel import write_tiny_model
+from tests.support.harness import sample_image_bytes
+from tests.support.tinymodel import write_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from test_serve_gunicorn import metric_total
 
-from serve.harness import Gunicorn, free_port, http_get
-from serve.tinymodel import write_tiny_model
+from tests.support.harness import Gunicorn, free_port, http_get
+from tests.support.tinymodel import write_tiny_model
 
 pytestmark = pytest.mark.integration  # starts real processes: excluded from make test-fast
 

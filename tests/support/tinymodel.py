@@ -5,7 +5,7 @@ It follows the export contract exactly: `model.onnx` with input `(batch, 3, S, S
 default operating point of lib/decision.py, or the one given). Its logits are a fixed colour rule
 (redder than green -> polyp), so masks vary across a real image.
 
-Usage: python -m serve.tinymodel OUT_DIR [--size 64]
+Usage: python -m tests.support.tinymodel OUT_DIR [--size 64]
 """
 
 from __future__ import annotations

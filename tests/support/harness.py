@@ -18,7 +18,7 @@ import time
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SAMPLE_STEM = "cju0qkwl35piu0993l0dewei2"  # a Kvasir-SEG frame with one clear polyp, 622x529
 SAMPLE_ZIP = os.environ.get(
     "POLYPSEG_SAMPLE_ZIP", str(REPO.parent / "shared" / "datasets" / "kvasir-seg.zip")

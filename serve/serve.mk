@@ -5,7 +5,7 @@ SERVE_PORT  ?= 8000
 SERVE_IMAGE ?= localhost/polypseg-serve:latest
 BENCH_ARGS  ?=  # e.g. --standin (tiny stand-in model) or --requests 100
 SERVE_TESTS := tests/test_rle.py tests/test_image.py tests/test_image_bombs.py tests/test_serve_app.py tests/test_serve_fuzz.py \
-	tests/test_serve_hardening.py
+	tests/test_serve_hardening.py tests/test_serve_predictor.py tests/test_serve_settings.py
 SERVE_PY    := serve lib/rle.py bin/bench_serve.py $(SERVE_TESTS) tests/test_serve_gunicorn.py tests/test_browser.py \
 	tests/test_serve_resilience.py
 

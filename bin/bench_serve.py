@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Load-test /predict on loopback: requests/s and latency percentiles per image size and concurrency.
 
-Starts gunicorn with the production settings (serve/gunicorn.conf.py defaults) unless --port names
-a server already running on 127.0.0.1; nothing but 127.0.0.1 is ever contacted.
+Starts gunicorn with the production settings (serve/gunicorn.conf.py defaults) unless `port` names
+a server already running on 127.0.0.1; nothing but 127.0.0.1 is ever contacted. Then the abuse
+scenarios of issue 10 (slow clients, overload), each against the old sync worker and the current one.
 
-Usage: bin/bench_serve.py [--model models/model.onnx | --standin] [--requests 350] [--out FILE.json]
+Usage: bin/bench_serve.py --conf conf/bench_serve.yaml [--set standin=true --set abuse.enabled=false ...]
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import http.client
 import json
@@ -19,14 +19,40 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from lib.cli import parser
+from lib.config import ConfigError, load_config
 from lib.io import write_json
 from tests.support.harness import Gunicorn, http_get, sample_image_bytes
 from tests.support.tinymodel import write_tiny_model
+
+
+@dataclass(frozen=True)
+class Abuse:
+    enabled: bool
+    slow_clients: int
+    normal_tries: int
+    normal_timeout_s: float
+    overload_concurrency: int
+    overload_seconds: float
+    overload_client_timeout_s: float
+
+
+@dataclass(frozen=True)
+class BenchServeConfig:  # every value lives in conf/bench_serve.yaml
+    model: str
+    standin: bool
+    port: int | None
+    requests: int
+    concurrency: tuple[int, ...]
+    out: str
+    abuse: Abuse
+
 
 SIZES = {"256x256": (256, 256), "1280x1024": (1280, 1024)}  # (width, height) of the test JPEGs
 JPEG_QUALITY = 90
@@ -254,20 +280,30 @@ def overload_scenario(
     }
 
 
-def abuse_scenarios(model: Path) -> dict:
+def abuse_scenarios(model: Path, cfg: Abuse) -> dict:
     body = make_jpegs()["256x256"]
     out = {}
     for label, worker_class in WORKER_CLASSES.items():
         with Gunicorn(model, env={"POLYPSEG_WORKER_CLASS": worker_class}) as server:
             run_load(server.port, body, concurrency=2, requests=20)  # warm-up
-            slow = slow_clients_scenario(server.port, body)
+            slow = slow_clients_scenario(
+                server.port, body, cfg.slow_clients, cfg.normal_tries, cfg.normal_timeout_s
+            )
             print(
-                f"bench_serve: {label} slow clients: normal client answered {slow['normal_answered']}/6",
+                f"bench_serve: {label} slow clients: normal client answered "
+                f"{slow['normal_answered']}/{cfg.normal_tries}",
                 flush=True,
             )
-            over = overload_scenario(server.port, body)
+            over = overload_scenario(
+                server.port,
+                body,
+                cfg.overload_concurrency,
+                cfg.overload_seconds,
+                cfg.overload_client_timeout_s,
+            )
             print(
-                f"bench_serve: {label} overload c=64: answered {over['answered_share']}, "
+                f"bench_serve: {label} overload c={cfg.overload_concurrency}: "
+                f"answered {over['answered_share']}, "
                 f"429 {over['refused_429_share']}, accepted p99 {over['accepted_p99_ms']} ms, "
                 f"computed for clients that left {over['computed_for_clients_that_left']}",
                 flush=True,
@@ -277,42 +313,37 @@ def abuse_scenarios(model: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="models/model.onnx", help="ONNX model with model.json beside it")
-    ap.add_argument("--standin", action="store_true", help="bench the tiny 256x256 stand-in model instead")
-    ap.add_argument("--port", type=int, help="bench a server already listening on 127.0.0.1:PORT")
-    ap.add_argument("--requests", type=int, default=350, help="requests per (image, concurrency) cell")
-    ap.add_argument("--concurrency", default="1,4,16", help="comma-separated client thread counts")
-    ap.add_argument("--out", default="reports/bench/serve.json")
-    ap.add_argument(
-        "--no-abuse", action="store_true", help="skip the slow-client and overload scenarios (~2.5 min)"
-    )
-    args = ap.parse_args(argv)
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    args = parser(__doc__.splitlines()[0], "conf/bench_serve.yaml").parse_args(argv)
+    try:
+        cfg = load_config(BenchServeConfig, args.conf, args.overrides)
+    except ConfigError as err:
+        print(f"bench_serve: {err}", file=sys.stderr)
+        return 2
+    concurrencies = list(cfg.concurrency)
 
-    if args.port:
-        report = bench(args.port, [], concurrencies, args.requests)
+    if cfg.port:
+        report = bench(cfg.port, [], concurrencies, cfg.requests)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            model = write_tiny_model(tmp, size=256) if args.standin else Path(args.model)
+            model = write_tiny_model(tmp, size=256) if cfg.standin else Path(cfg.model)
             if not model.is_file():
                 print(
-                    f"bench_serve: {model} not found (run the export stage, or pass --standin)",
+                    f"bench_serve: {model} not found (run the export stage, or --set standin=true)",
                     file=sys.stderr,
                 )
                 return 1
             with Gunicorn(model) as server:  # production defaults: workers, threads from gunicorn.conf.py
-                report = bench(server.port, server.worker_pids(), concurrencies, args.requests)
-            if not args.no_abuse:
-                report["abuse"] = abuse_scenarios(model)
-    report["standin_model"] = args.standin
-    write_json(args.out, report)
+                report = bench(server.port, server.worker_pids(), concurrencies, cfg.requests)
+            if cfg.abuse.enabled:
+                report["abuse"] = abuse_scenarios(model, cfg.abuse)
+    report["standin_model"] = cfg.standin
+    write_json(cfg.out, report)
     small = {r["concurrency"]: r for r in report["results"] if r["image"] == "256x256"}
     p50, p99 = small.get(1, {}).get("p50_ms"), small.get(4, {}).get("p99_ms")
     growth = report["worker_rss_mb"]["growth_total_mb"]
     print(
         f"bench_serve: {report['total_requests']} requests, 256x256 p50@c1={p50} ms p99@c4={p99} ms, "
-        f"worker RSS growth={growth} MB{' (STAND-IN model)' if args.standin else ''} -> {args.out}"
+        f"worker RSS growth={growth} MB{' (STAND-IN model)' if cfg.standin else ''} -> {cfg.out}"
     )
     return 0
 

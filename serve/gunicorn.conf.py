@@ -34,6 +34,8 @@ os.environ.setdefault("POLYPSEG_ORT_THREADS", str(max(1, _cores // workers)))
 # gthread plus a read deadline and JSON errors; "sync" (one socket per process) only for comparisons.
 worker_class = os.environ.get("POLYPSEG_WORKER_CLASS", "serve.worker.ApiWorker")
 threads = int(os.environ.get("POLYPSEG_THREADS", "32"))  # I/O threads per worker (slow uploads wait here)
+if worker_class == "sync":
+    threads = 1  # gunicorn silently swaps sync for gthread when threads > 1
 worker_connections = 4 * threads  # open connections per worker; more wait in the listen backlog
 keepalive = 5  # seconds an idle keep-alive connection is kept (in the poller, not on a thread)
 timeout = int(os.environ.get("POLYPSEG_TIMEOUT", "30"))  # seconds before a stuck worker is replaced

@@ -3,7 +3,7 @@
 
 SERVE_PORT  ?= 8000
 SERVE_IMAGE ?= localhost/polypseg-serve:latest
-BENCH_ARGS  ?=  # e.g. --standin (tiny stand-in model) or --requests 100
+BENCH_ARGS  ?=  # e.g. --set standin=true (tiny stand-in model) --set requests=100
 SERVE_TESTS := tests/test_rle.py tests/test_image.py tests/test_image_bombs.py tests/test_serve_app.py tests/test_serve_fuzz.py \
 	tests/test_serve_hardening.py tests/test_serve_predictor.py tests/test_serve_settings.py
 SERVE_PY    := serve lib/rle.py bin/bench_serve.py $(SERVE_TESTS) tests/test_serve_gunicorn.py tests/test_browser.py \
@@ -52,7 +52,7 @@ image-test: ## run the image, wait for /readyz, POST a real image from the host,
 	POLYPSEG_IMAGE=$(SERVE_IMAGE) PY=$(PY) serve/image.sh test
 
 bench-serve: ## load test (1/4/16 clients, 2 sizes) + slow-client and overload scenarios -> reports/bench/serve.json
-	PYTHONPATH=$(CURDIR) $(PY) bin/bench_serve.py $(BENCH_ARGS)
+	PYTHONPATH=$(CURDIR) $(PY) bin/bench_serve.py --conf conf/bench_serve.yaml $(BENCH_ARGS)
 
 bench-fuzz: ## 10,000 fuzzed /predict requests (mutations + bomb families), 0 5xx -> reports/bench/fuzz.json
 	POLYPSEG_FUZZ_CASES=10000 POLYPSEG_FUZZ_REPORT=reports/bench/fuzz.json PYTHONPATH=$(CURDIR) \

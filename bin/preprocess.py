@@ -15,24 +15,15 @@ import numpy as np
 
 from lib.cli import parser
 from lib.config import ConfigError, load_config, save_config
-from lib.io import (
-    binarise_mask,
-    decode_raw,
-    find_pair_dirs,
-    list_images,
-    mask_to_gray,
-    read_image,
-    write_text,
-)
-from lib.preprocess import resize_image, resize_mask
+from lib.io import find_pair_dirs, list_images, read_image, read_mask, write_text
+from lib.preprocess import cache_pair
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
     data_dir: str  # folder holding images/ and masks/
     out_dir: str  # cache folder
-    size: int = 256  # model input side in pixels
-    mask_threshold: int = 128  # grey level at which a mask pixel is polyp
+    size: int  # model input side in pixels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,9 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     stems = sorted(set(images) & set(masks))
 
     def load_pair(stem: str) -> tuple[np.ndarray, np.ndarray]:
-        rgb = read_image(images[stem])
-        mask = binarise_mask(mask_to_gray(decode_raw(masks[stem].read_bytes())), cfg.mask_threshold)
-        return resize_image(rgb, cfg.size), resize_mask(mask, cfg.size)
+        # read_mask binarises at lib/io.py MASK_THRESHOLD; cache_pair resizes as prepare_input does.
+        return cache_pair(read_image(images[stem]), read_mask(masks[stem]), cfg.size)
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -45,9 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         print(f"validate_data: {exc}", file=sys.stderr)
         return 2
-    threshold = cfg.schema.mask_threshold
     images = scan(images_dir, describe_image, cfg.threads)
-    masks = scan(masks_dir, lambda n, b: describe_mask(n, b, threshold), cfg.threads)
+    masks = scan(masks_dir, describe_mask, cfg.threads)
     results = run_rules(images, masks, cfg.schema)
     failed = [r for r in results if r["status"] == "fail"]
     critical = [r for r in failed if r["severity"] == "critical"]

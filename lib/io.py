@@ -84,9 +84,13 @@ def mask_to_gray(array: np.ndarray) -> np.ndarray:
     return array.astype(np.uint8, copy=False)
 
 
-def binarise_mask(gray: np.ndarray, threshold: int = MASK_THRESHOLD) -> np.ndarray:
-    """`(H, W) uint8` gray -> `(H, W) uint8` {0, 1}."""
-    return (gray >= threshold).astype(np.uint8)
+def binarise_mask(gray: np.ndarray) -> np.ndarray:
+    """`(H, W) uint8` gray -> `(H, W) uint8` {0, 1}: polyp where the grey level is >= MASK_THRESHOLD.
+
+    The only binarisation of masks: validation, the training cache, evaluation and the benchmarks
+    all come through here, so they cannot label the same file differently.
+    """
+    return (gray >= MASK_THRESHOLD).astype(np.uint8)
 
 
 def decode_mask(data: bytes) -> np.ndarray:

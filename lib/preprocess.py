@@ -43,6 +43,15 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return (soft >= 0.5).astype(np.uint8)
 
 
+def cache_pair(rgb: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One training sample for the cache in data/processed: `(S, S, 3) uint8` image, `(S, S)` {0, 1} mask.
+
+    The image is resized by `resize_image`, the function `prepare_input` uses, so the cache holds
+    exactly the pixels serving normalises; a change to the resize policy reaches both.
+    """
+    return resize_image(rgb, size), resize_mask(mask, size)
+
+
 def normalise(rgb: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """`(H, W, 3) uint8` -> `(3, H, W) float32`, scaled to [0, 1] then standardised per channel."""
     x = rgb.astype(np.float32) / 255.0

@@ -19,7 +19,6 @@ from lib.io import DecodeError, binarise_mask, decode_raw, mask_to_gray
 
 @dataclass(frozen=True)
 class SchemaConfig:
-    mask_threshold: int = 128  # grey level (0-255) at which a JPEG mask pixel counts as polyp
     max_grey_fraction: float = 0.05  # share of mask pixels in 32..223 above which it is not a binary mask
     max_channel_spread: int = 40  # largest allowed difference between a colour mask's channels (grey levels)
     min_foreground: float = 0.001  # smallest plausible polyp share of a mask's pixels
@@ -41,7 +40,7 @@ class FileRecord:
     channels: int = 0
     dtype: str = ""
     pixel_sha256: str = ""  # hash of decoded pixels: equal for identical images in any container
-    foreground: float = 0.0  # masks: share of pixels >= threshold
+    foreground: float = 0.0  # masks: polyp share after lib.io.binarise_mask
     grey_fraction: float = 0.0  # masks: share of pixels neither clearly black nor clearly white
     channel_spread: int = 0  # masks: max difference between colour channels
 
@@ -67,7 +66,7 @@ def describe_image(name: str, data: bytes) -> FileRecord:
     )
 
 
-def describe_mask(name: str, data: bytes, threshold: int = 128) -> FileRecord:
+def describe_mask(name: str, data: bytes) -> FileRecord:
     try:
         array = decode_raw(data)
     except DecodeError as exc:
@@ -78,7 +77,7 @@ def describe_mask(name: str, data: bytes, threshold: int = 128) -> FileRecord:
         colour = array[..., :3].astype(np.int16)
         spread = int((colour.max(axis=2) - colour.min(axis=2)).max())
     gray = mask_to_gray(array)
-    binary = binarise_mask(gray, threshold)
+    binary = binarise_mask(gray)
     return FileRecord(
         name=name,
         stem=_stem(name),

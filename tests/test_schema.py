@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from lib.io import MASK_THRESHOLD, read_mask
 from lib.schema import RULES, SchemaConfig, describe_image, describe_mask, run_rules
 
 CFG = SchemaConfig()
@@ -92,6 +93,15 @@ def test_grey_jpeg_edges_still_pass_mask_format(synthetic_dataset):
     # A JPEG mask has grey pixels along every edge; those must not count as a soft mask.
     record = describe_mask("s0.jpg", (synthetic_dataset / "masks" / "s0.jpg").read_bytes())
     assert 0 < record.grey_fraction < CFG.max_grey_fraction
+
+
+def test_validation_binarises_masks_as_preprocessing_and_evaluation_do(synthetic_dataset):
+    # One definition (lib/io.py MASK_THRESHOLD): the foreground validation reports is the polyp share
+    # read_mask gives the training cache and evaluation, grey JPEG edges included.
+    path = synthetic_dataset / "masks" / "s0.jpg"
+    gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    assert ((gray > 0) & (gray < MASK_THRESHOLD)).any()  # grey edges: where "> 0" would differ
+    assert describe_mask(path.name, path.read_bytes()).foreground == read_mask(path).mean()
 
 
 def test_size_mismatch_fails_size_match(synthetic_dataset):

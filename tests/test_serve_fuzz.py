@@ -3,8 +3,10 @@
 import collections
 import json
 import os
+import socket
 import struct
 import time
+import urllib.parse
 from pathlib import Path
 
 import cv2
@@ -23,7 +25,7 @@ from test_image_bombs import (
 from serve.app import create_app
 from serve.predictor import load_local
 from serve.settings import Settings
-from tests.support.harness import sample_image_bytes
+from tests.support.harness import Gunicorn, sample_image_bytes
 from tests.support.tinymodel import write_tiny_model
 
 # Payloads: 1000 in make ci (a few seconds); `make bench-fuzz` runs 10,000 and writes a report.
@@ -63,11 +65,63 @@ def pick(rng, good, bad, p_good):
     return rng.choice(good) if rng.random() < p_good else rng.choice(bad)
 
 
+HTTP = os.environ.get("POLYPSEG_FUZZ_HTTP") == "1"  # through a real gunicorn instead of in process
+
+
+class HttpResult:
+    def __init__(self, status: int, headers: dict, body: bytes):
+        self.status_code, self.status, self.headers, self.content = status, str(status), headers, body
+        self.text = body.decode("utf-8", "replace")
+
+    @property
+    def json(self):
+        return json.loads(self.content)
+
+
+class HttpClient:
+    """falcon.testing.TestClient's calls used below, sent as raw HTTP/1.1 to a gunicorn on loopback.
+
+    Raw bytes, not http.client: header values with control characters go out as they are, as an
+    attacker would send them.
+    """
+
+    def __init__(self, port: int):
+        self.port = port
+
+    def simulate_request(self, method, path, body=b"", headers=None, params=None):
+        query = ("?" + urllib.parse.urlencode(params)) if params else ""
+        lines = [f"{method} {path}{query} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        lines.append(f"Content-Length: {len(body)}")
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
+            sock.sendall(request)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        head, _, content = b"".join(chunks).partition(b"\r\n\r\n")
+        head_lines = head.decode("latin-1").split("\r\n")
+        status = int(head_lines[0].split()[1])
+        resp_headers = dict(line.split(": ", 1) for line in head_lines[1:] if ": " in line)
+        return HttpResult(status, resp_headers, content)
+
+    def simulate_post(self, path, **kwargs):
+        return self.simulate_request("POST", path, **kwargs)
+
+    def simulate_get(self, path, **kwargs):
+        return self.simulate_request("GET", path, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    model = load_local(write_tiny_model(tmp_path_factory.mktemp("model"), size=64))
+    model_path = write_tiny_model(tmp_path_factory.mktemp("model"), size=64)
+    if HTTP:
+        env = {"POLYPSEG_MAX_BODY_BYTES": "2000000", "POLYPSEG_MAX_PIXELS": str(MAX_PIXELS)}
+        with Gunicorn(model_path, workers=2, env=env) as server:
+            yield HttpClient(server.port)
+        return
     settings = Settings(max_body_bytes=2_000_000, max_pixels=MAX_PIXELS)
-    return falcon.testing.TestClient(create_app(model, settings))
+    yield falcon.testing.TestClient(create_app(load_local(model_path), settings))
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +244,7 @@ def test_fuzzed_payloads_never_cause_5xx(client, seeds):
             "bombs": sum(v for k, v in kinds.items() if k.startswith(("png-", "jpeg-"))),
             "slowest_bomb_ms": round(slowest_bomb * 1e3, 1),
             "refusal_titles": dict(titles.most_common()),
+            "through": "gunicorn over HTTP" if HTTP else "in process (falcon.testing)",
             "command": "make bench-fuzz",
         }
         Path(REPORT).parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ import logging
 import socket
 
 from gunicorn.http import errors as http_errors
+from gunicorn.workers import gthread
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from serve.deadline import DeadlineSocket, ReadTimeout
@@ -32,6 +33,10 @@ from serve.settings import load_settings
 log = logging.getLogger("polypseg.request")
 
 # gunicorn's parse errors -> (status, title). Anything else raised before the app answered is a 500.
+# A new connection that has sent nothing yet goes back to the poller after this long, instead of
+# holding a thread for gthread's 5 s: idle connections cost a file descriptor, not a thread.
+FIRST_BYTE_WAIT_S = 0.5
+
 PARSE_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (http_errors.LimitRequestLine, 414, "Request line too long"),
     (http_errors.LimitRequestHeaders, 431, "Request header fields too large"),
@@ -84,6 +89,8 @@ class ApiWorker(ThreadWorker):
         self.enqueue_req(conn)
 
     def handle(self, conn):
+        if not conn.initialized and not conn.data_ready and not conn.wait_for_data(FIRST_BYTE_WAIT_S):
+            return gthread._DEFER  # the poller hands it back to a thread once bytes arrive
         # One call per request: the deadline starts at the request's first byte (DeadlineSocket.recv).
         if isinstance(conn.sock, DeadlineSocket):
             conn.sock.arm()

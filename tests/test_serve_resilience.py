@@ -133,6 +133,19 @@ def test_slow_clients_do_not_starve_normal_ones(server):
     assert [c.status for c in slow] == [408] * 20
 
 
+def test_idle_connections_do_not_hold_threads(server):
+    """100 connections that send nothing (more than all threads of both workers) cost no thread."""
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(100)]
+    try:
+        time.sleep(0.5)
+        start = time.monotonic()
+        statuses = [post(server.port, jpeg(), timeout=10) for _ in range(5)]
+        assert statuses == [200] * 5 and time.monotonic() - start < 2.0
+    finally:
+        for sock in idle:
+            sock.close()
+
+
 def test_stalled_body_gets_a_json_408_within_the_read_deadline(server):
     head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\n"
     start = time.monotonic()

@@ -10,9 +10,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-STAGES := fetch_data validate_data make_splits preprocess
+STAGES := fetch_data validate_data make_splits preprocess train evaluate export register  # = dvc.yaml, in order
+MODEL_URI ?=  # make serve MODEL_URI=models:/polyp-seg-unet@production serves the registered model instead
 
-.PHONY: help setup system-deps lock data all ci ci-image ci-cold lint format test test-fast smoke serve clean $(STAGES) train evaluate
+.PHONY: help setup system-deps lock data all ci ci-image ci-cold lint format test test-fast smoke serve clean $(STAGES)
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -66,10 +67,11 @@ data: setup ## fetch, validate, split and preprocess the data (dvc repro preproc
 all: setup ## run the whole pipeline (dvc repro)
 	dvc repro
 
-lint: setup ## ruff check and format check, hadolint on the Dockerfile
+lint: setup ## ruff check and format check, hadolint on the Dockerfile, bash -n on the shell scripts
 	ruff check .
 	ruff format --check .
 	hadolint serve/Dockerfile
+	bash -n serve/image.sh
 
 format: setup ## apply ruff fixes and formatting
 	ruff check --fix .
@@ -81,9 +83,9 @@ test-fast: setup ## unit tests only (seconds)
 test: setup ## the whole test suite, integration tests included
 	$(PY) -m pytest -q
 
-serve: setup ## gunicorn on 127.0.0.1:$(PORT) with the registered model (@production, else @staging)
-	POLYPSEG_BIND=127.0.0.1:$(PORT) POLYPSEG_MODEL_URI=models:/polyp-seg-unet@production POLYPSEG_ALLOW_STAGING=1 \
-		MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns.db} \
+serve: setup ## gunicorn on 127.0.0.1:$(PORT): models/model.onnx, or MODEL_URI=models:/NAME@ALIAS (staging fallback)
+	POLYPSEG_BIND=127.0.0.1:$(PORT) POLYPSEG_MODEL_URI=$(MODEL_URI) POLYPSEG_ALLOW_STAGING=1 \
+		MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns.db} PYTHONPATH=$(CURDIR) \
 		$(VENV)/bin/gunicorn -c serve/gunicorn.conf.py 'serve.app:get_app()'
 
 ci: lint data smoke smoke-registry test ci-image ## what CI runs: lint, data, smoke train/eval/export/register, all tests, container

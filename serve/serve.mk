@@ -1,20 +1,13 @@
 # Serving targets, included by the top-level Makefile (which defines PY and VENV).
 # NOT FOR CLINICAL USE.
 
-SERVE_PORT  ?= 8000
 SERVE_IMAGE ?= localhost/polypseg-serve:latest
 BENCH_ARGS  ?=  # e.g. --set standin=true (tiny stand-in model) --set requests=100
 SERVE_TESTS := tests/test_rle.py tests/test_image.py tests/test_image_bombs.py tests/test_serve_app.py tests/test_serve_fuzz.py \
 	tests/test_serve_hardening.py tests/test_serve_predictor.py tests/test_serve_settings.py
-SERVE_PY    := serve lib/rle.py bin/bench_serve.py $(SERVE_TESTS) tests/test_serve_gunicorn.py tests/test_browser.py \
-	tests/test_serve_resilience.py
 
-.PHONY: serve-run test-serve test-serve-gunicorn test-browser chromium container-tools image-base image \
-	image-test image-cold image-clean bench-serve bench-fuzz lint-serve
-
-serve-run: ## run the API locally with gunicorn on 127.0.0.1:$(SERVE_PORT) (model: models/model.onnx)
-	POLYPSEG_BIND=127.0.0.1:$(SERVE_PORT) PYTHONPATH=$(CURDIR) \
-		$(VENV)/bin/gunicorn -c serve/gunicorn.conf.py 'serve.app:get_app()'
+.PHONY: test-serve test-serve-gunicorn test-browser chromium container-tools image-base image \
+	image-test image-cold image-clean bench-serve bench-fuzz
 
 test-serve: ## serving fast tests: RLE, image checks, API, fuzz (seconds)
 	PYTHONPATH=$(CURDIR) $(PY) -m pytest -q $(SERVE_TESTS)
@@ -57,9 +50,3 @@ bench-serve: ## load test (1/4/16 clients, 2 sizes) + slow-client and overload s
 bench-fuzz: ## 10,000 fuzzed /predict requests to a real gunicorn (mutations + bomb families), 0 5xx -> reports/bench/fuzz.json
 	POLYPSEG_FUZZ_HTTP=1 POLYPSEG_FUZZ_CASES=10000 POLYPSEG_FUZZ_REPORT=reports/bench/fuzz.json PYTHONPATH=$(CURDIR) \
 		$(PY) -m pytest -q tests/test_serve_fuzz.py
-
-lint-serve: ## ruff on the serving code and tests, hadolint on serve/Dockerfile
-	$(VENV)/bin/ruff check $(SERVE_PY)
-	$(VENV)/bin/ruff format --check $(SERVE_PY)
-	$(VENV)/bin/hadolint serve/Dockerfile
-	bash -n serve/image.sh

@@ -21,8 +21,8 @@ class FetchConfig:
     source: str  # URL, local zip or extracted folder
     manifest: str  # sha256sum file, paths relative to out_dir
     out_dir: str  # where the dataset folder is created
-    local_copy: str | None = None  # a zip used automatically when it exists
-    timeout_s: float = 600  # download timeout in seconds
+    local_copy: str | None  # a zip used automatically when it exists; null = none
+    timeout_s: float  # download timeout in seconds
 
 
 def main(argv: list[str] | None = None) -> int:

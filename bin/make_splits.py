@@ -34,9 +34,9 @@ class SplitConfig:
     report: str  # JSON summary path
     seed: int  # random seed for dealing groups
     fractions: dict[str, float]  # split name -> share of images
-    hash_crop: float = 0.25  # share of each border ignored by both signals
-    max_hash_distance: int = 6  # perceptual-hash Hamming bits (of 64) at or below which frames match
-    min_correlation: float = 0.9  # thumbnail correlation at or above which frames match
+    hash_crop: float  # share of each border ignored by both signals
+    max_hash_distance: int  # perceptual-hash Hamming bits (of 64) at or below which frames match
+    min_correlation: float  # thumbnail correlation at or above which frames match
 
 
 def main(argv: list[str] | None = None) -> int:

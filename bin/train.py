@@ -10,7 +10,7 @@ import csv
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -44,58 +44,62 @@ from lib.transforms import AugmentConfig
 
 @dataclass(frozen=True)
 class Optim:
-    epochs: int = 25  # upper bound on epochs
-    batch_size: int = 8  # images per step
-    lr: float = 1e-3  # peak learning rate
-    weight_decay: float = 1e-4  # AdamW decoupled weight decay
-    warmup_epochs: int = 1  # linear warm-up epochs
-    lr_floor: float = 0.01  # final LR as a share of the peak
-    patience: int = 8  # epochs without improvement before stopping
-    ema_decay: float = 0.0  # per-step decay of a weight average used for validation and saving; 0 = off
-    progressive: tuple[tuple[float, int], ...] = ()  # ((until share of epochs, side px), ...); then full size
+    epochs: int  # upper bound on epochs
+    batch_size: int  # images per step
+    lr: float  # peak learning rate
+    weight_decay: float  # AdamW decoupled weight decay
+    warmup_epochs: int  # linear warm-up epochs
+    lr_floor: float  # final LR as a share of the peak
+    patience: int  # epochs without improvement before stopping
+    ema_decay: float  # per-step decay of a weight average used for validation and saving; 0 = off
+    progressive: tuple[tuple[float, int], ...]  # ((until share of epochs, side px), ...); then full size
 
 
 @dataclass(frozen=True)
 class Loss:
-    kind: Literal["bce_dice", "structure"] = "bce_dice"  # structure = PraNet's weighted BCE + weighted IoU
-    bce_weight: float = 1.0  # bce_dice only
-    dice_weight: float = 1.0  # bce_dice only
-    structure_kernel: int = 31  # structure only: boundary window side, px
+    kind: Literal["bce_dice", "structure"]  # structure = PraNet's weighted BCE + weighted IoU
+    bce_weight: float  # bce_dice only
+    dice_weight: float  # bce_dice only
+    structure_kernel: int  # structure only: boundary window side, px
 
 
 @dataclass(frozen=True)
 class Runtime:
-    device: str = "auto"  # auto, cpu or cuda
-    amp: bool | str = "auto"  # bf16 autocast on CPU, fp16 on CUDA; auto = only where it is faster
-    channels_last: bool | str = "auto"  # NHWC memory format; auto = only where it is faster
-    threads: int = 2  # torch intra-op threads
-    workers: int = 1  # data-loader processes
-    log_every: int = 20  # steps between progress lines; 0 = none
+    device: str  # auto, cpu or cuda
+    amp: bool | str  # bf16 autocast on CPU, fp16 on CUDA; auto = only where it is faster
+    channels_last: bool | str  # NHWC memory format; auto = only where it is faster
+    threads: int  # torch intra-op threads
+    workers: int  # data-loader processes
+    log_every: int  # steps between progress lines; 0 = none
 
 
 @dataclass(frozen=True)
 class Negatives:
-    per_batch: int = 0  # polyp-free crops in each batch (of optim.batch_size); 0 = off
-    data_dir: str = "data/raw/Kvasir-SEG"  # originals the crops are cut from (train split only)
-    crops: CropSpec = field(default_factory=CropSpec)
+    per_batch: int  # polyp-free crops in each batch (of optim.batch_size); 0 = off
+    data_dir: str  # originals the crops are cut from (train split only)
+    crops: CropSpec  # sizes, margin and darkness limits of the crops (lib/negatives.py)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """conf/train.yaml (or conf/smoke/train.yaml). No field here, in Optim, Loss, Runtime, Negatives or
+    ModelConfig has a default: every value lives in the YAML, and a missing key is a config error
+    naming the file and the key."""
+
     seed: int
     cache_dir: str
     train_split: str
     val_split: str
     out_dir: str
     metrics: str
-    limit: int | None = None  # first N stems per split; None = all
-    experiment: str = "polyp-seg"  # MLflow experiment name
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: Optim = field(default_factory=Optim)
-    loss: Loss = field(default_factory=Loss)
-    runtime: Runtime = field(default_factory=Runtime)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    negatives: Negatives = field(default_factory=Negatives)
+    limit: int | None  # first N stems per split; None = all
+    experiment: str  # MLflow experiment name
+    model: ModelConfig  # architecture, encoder, input size (lib/model.py)
+    optim: Optim  # schedule and early stopping
+    loss: Loss  # training loss
+    runtime: Runtime  # device, precision, threads
+    augment: AugmentConfig  # training-time augmentation (lib/transforms.py)
+    negatives: Negatives  # polyp-free crops mixed into batches
 
 
 def train_negatives(cfg: TrainConfig, stems: list[str]) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from lib.cli import parser
@@ -21,8 +21,8 @@ from lib.schema import SchemaConfig, describe_image, describe_mask, run_rules, s
 class ValidateConfig:
     data_dir: str  # folder holding images/ and masks/
     report: str  # JSON report path
-    threads: int = 2  # decoding threads
-    schema: SchemaConfig = field(default_factory=SchemaConfig)
+    threads: int  # decoding threads
+    schema: SchemaConfig  # rule thresholds (lib/schema.py)
 
 
 def scan(folder: Path, describe, threads: int) -> list:

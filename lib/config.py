@@ -1,7 +1,8 @@
 """Typed, frozen configuration loaded from YAML.
 
 Every stage declares its config as frozen dataclasses; `load_config` checks that the YAML has
-no unknown keys and that every value has the declared type, naming the offending key.
+no unknown keys, no missing ones and that every value has the declared type, naming the file and
+the offending key. Values live in the YAML: a field has a default only when its key is optional.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = No
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     for item in overrides or []:
         apply_override(raw, item)
-    return from_dict(cls, raw, where=str(path))
+    try:
+        return from_dict(cls, raw, where="")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -52,12 +56,14 @@ def apply_override(raw: dict, item: str) -> None:
 
 
 def from_dict(cls: type[T], raw: Any, where: str = "config") -> T:
+    """Build `cls` from nested dicts; `where` is the dotted key of `raw` ("" for the top level)."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+        raise ConfigError(f"{where or 'top level'}: expected a mapping, got {type(raw).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
+        allowed = ", ".join(fields)
+        raise ConfigError(f"{where or 'top level'}: unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, field in fields.items():

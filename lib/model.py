@@ -14,11 +14,13 @@ OFFLINE_LITE0 = "lite0-offline"  # ImageNet weights shipped by the efficientnet-
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "Unet"  # smp architecture class name
-    encoder: str = "tu-tf_efficientnet_lite0"  # smp encoder name
-    encoder_weights: str | None = OFFLINE_LITE0  # "lite0-offline", "imagenet" (needs the hub) or null
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)  # channels per decoder block
-    input_size: int = 256  # square input side in pixels
+    """The `model` block of conf/train.yaml, saved in every checkpoint; no defaults: the YAML holds them."""
+
+    arch: str  # smp architecture class name
+    encoder: str  # smp encoder name
+    encoder_weights: str | None  # "lite0-offline" (OFFLINE_LITE0), "imagenet" (needs the hub) or null
+    decoder_channels: tuple[int, ...]  # channels per decoder block
+    input_size: int  # square input side in pixels
 
 
 def normalisation(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

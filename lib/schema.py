@@ -19,13 +19,15 @@ from lib.io import DecodeError, binarise_mask, decode_raw, mask_to_gray
 
 @dataclass(frozen=True)
 class SchemaConfig:
-    max_grey_fraction: float = 0.05  # share of mask pixels in 32..223 above which it is not a binary mask
-    max_channel_spread: int = 40  # largest allowed difference between a colour mask's channels (grey levels)
-    min_foreground: float = 0.001  # smallest plausible polyp share of a mask's pixels
-    max_foreground: float = 0.95  # largest plausible polyp share of a mask's pixels
-    min_side: int = 64  # smallest plausible image side in pixels
-    max_side: int = 4096  # largest plausible image side in pixels
-    severity: dict[str, str] = field(default_factory=dict)  # rule name -> "critical"/"warning" overrides
+    """The `schema` block of conf/validate_data.yaml; its values live there (only `severity` is optional)."""
+
+    max_grey_fraction: float  # share of mask pixels in 32..223 above which it is not a binary mask
+    max_channel_spread: int  # largest allowed difference between a colour mask's channels (grey levels)
+    min_foreground: float  # smallest plausible polyp share of a mask's pixels
+    max_foreground: float  # largest plausible polyp share of a mask's pixels
+    min_side: int  # smallest plausible image side in pixels
+    max_side: int  # largest plausible image side in pixels
+    severity: dict[str, str] = field(default_factory=dict)  # rule name -> "critical"/"warning" (optional)
 
 
 @dataclass(frozen=True)

@@ -66,3 +66,21 @@ def test_config_is_frozen_and_round_trips(tmp_path):
     with pytest.raises(AttributeError):
         cfg.epochs = 5  # type: ignore[misc]
     assert to_dict(cfg) == {"name": "a", "epochs": 3, "inner": {"rate": 0.1, "sizes": [1, 2]}, "mode": None}
+
+
+@dataclass(frozen=True)
+class Deep:
+    rate: float
+
+
+@dataclass(frozen=True)
+class Strict:
+    name: str
+    inner: Deep
+
+
+def test_missing_key_names_the_file_and_the_dotted_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"c\.yaml: name: required key is missing"):
+        load_config(Strict, write(tmp_path, "inner: {rate: 2}\n"))
+    with pytest.raises(ConfigError, match=r"c\.yaml: inner\.rate: required key is missing"):
+        load_config(Strict, write(tmp_path, "name: a\ninner: {}\n"))

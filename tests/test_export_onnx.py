@@ -34,7 +34,13 @@ def save_tiny_checkpoint(path: Path, run_id: str = "0" * 32, size: int = 64, val
     from lib.model import ModelConfig, build_model, normalisation
 
     torch.manual_seed(0)
-    cfg = ModelConfig(encoder_weights=None, decoder_channels=(16, 16, 16, 16, 8), input_size=size)
+    cfg = ModelConfig(
+        arch="Unet",
+        encoder="tu-tf_efficientnet_lite0",
+        encoder_weights=None,
+        decoder_channels=(16, 16, 16, 16, 8),
+        input_size=size,
+    )
     mean, std = normalisation(cfg.encoder)
     torch.save({"state_dict": build_model(cfg).state_dict(), "model_config": asdict(cfg), "config": {},
                 "mean": list(mean), "std": list(std),

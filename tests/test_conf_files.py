@@ -1,0 +1,63 @@
+"""Every conf/*.yaml and conf/smoke/*.yaml loads into the dataclass its script reads it with.
+
+A field keeps a default only when its key is optional; where conf/<stage>.yaml also sets such a
+key, it must not contradict the default (the YAML is the truth, a second value would mislead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+from bin_helpers import ROOT, load_bin
+
+from lib.config import load_config, to_dict
+
+CONF_FILES = sorted((ROOT / "conf").glob("*.yaml")) + sorted((ROOT / "conf" / "smoke").glob("*.yaml"))
+
+
+def config_class(conf: Path) -> type:
+    """The dataclass bin/<stem>.py passes to load_config for conf/[smoke/]<stem>.yaml."""
+    script = ROOT / "bin" / f"{conf.stem}.py"
+    assert script.exists(), f"{conf.relative_to(ROOT)} has no script bin/{conf.stem}.py"
+    names = set(re.findall(r"load_config\((\w+),", script.read_text()))
+    assert len(names) == 1, f"bin/{conf.stem}.py: expected one load_config(<class>, ...), found {names}"
+    return getattr(load_bin(conf.stem), names.pop())
+
+
+def defaults(cls: type) -> dict:
+    """{field: default} of a config dataclass and its nested blocks, as plain values."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = to_dict(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = to_dict(f.default_factory())
+    return out
+
+
+@pytest.mark.parametrize("conf", CONF_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_conf_file_loads_into_its_dataclass(conf):
+    assert dataclasses.is_dataclass(load_config(config_class(conf), conf))
+
+
+def contradictions(cls: type, raw: dict, where: str = "") -> list[str]:
+    """Keys `raw` sets to something else than the field's remaining default, nested blocks included."""
+    found = []
+    for name, default in defaults(cls).items():
+        if name in raw and not isinstance(raw[name], dict) and to_dict(raw[name]) != default:
+            found.append(f"{where}{name}: yaml {raw[name]!r}, default {default!r}")
+    for name, tp in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(tp) and isinstance(raw.get(name), dict):
+            found += contradictions(tp, raw[name], f"{where}{name}.")
+    return found
+
+
+@pytest.mark.parametrize("conf", sorted((ROOT / "conf").glob("*.yaml")), ids=lambda p: p.name)
+def test_no_remaining_default_contradicts_the_yaml(conf):
+    cls = config_class(conf)
+    assert contradictions(cls, yaml.safe_load(conf.read_text())) == []

@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -20,9 +20,10 @@ import onnxruntime
 from lib.cli import parser
 from lib.config import ConfigError, load_config, to_dict
 from lib.inference import predict_probability, torch_runner
-from lib.io import read_csv_stems, read_image, read_json, read_mask, sha256_file, write_json
+from lib.io import read_csv_stems, read_image, read_mask, sha256_file, write_json
 from lib.metrics import image_metrics
-from lib.onnx_export import ort_runner, ort_session
+from lib.model_contract import ModelContractError, ModelMeta, read_model_json, write_model_json
+from lib.onnx_session import make_session, session_runner
 from lib.preprocess import prepare_input
 
 
@@ -69,13 +70,13 @@ def timings(fn, runs: int, warmup: int) -> dict:
             "min_ms": float(ms.min()), "runs": runs}  # fmt: skip
 
 
-def measure(run_model, rgb, meta, cfg: BenchConfig) -> dict:
+def measure(run_model, rgb, meta: ModelMeta, cfg: BenchConfig) -> dict:
     """Inference alone on a prepared input, and the whole path (preprocess to thresholded mask)."""
-    size, mean, std = meta["input_size"], meta["mean"], meta["std"]
+    size, mean, std = meta.input_size, meta.mean, meta.std
     x, _ = prepare_input(rgb, size, mean, std)
 
     def whole_path():
-        return predict_probability(run_model, rgb, size, mean, std) >= meta["threshold"]
+        return predict_probability(run_model, rgb, size, mean, std) >= meta.threshold
 
     return {
         "inference": timings(lambda: run_model(x), cfg.runs, cfg.warmup),
@@ -83,34 +84,34 @@ def measure(run_model, rgb, meta, cfg: BenchConfig) -> dict:
     }
 
 
-def onnx_runner(path, threads: int, meta, spinning: bool = False):
-    return ort_runner(ort_session(path, threads, spinning), meta["input_name"], meta["output_name"])
+def onnx_runner(path, threads: int, meta: ModelMeta, spinning: bool = False):
+    return session_runner(make_session(path, threads, spinning), meta.input_name, meta.output_name)
 
 
-def mean_dice(run_model, stems: list[str], cfg: BenchConfig, meta) -> float:
+def mean_dice(run_model, stems: list[str], cfg: BenchConfig, meta: ModelMeta) -> float:
     """Mean per-image Dice at the original size, as bin/evaluate.py computes it."""
     scores = []
     for s in stems:
         rgb = read_image(Path(cfg.images_dir) / f"{s}.jpg")
-        prob = predict_probability(run_model, rgb, meta["input_size"], meta["mean"], meta["std"])
+        prob = predict_probability(run_model, rgb, meta.input_size, meta.mean, meta.std)
         target = read_mask(Path(cfg.masks_dir) / f"{s}.jpg")
-        scores.append(image_metrics(prob, target, meta["threshold"])["dice"])
+        scores.append(image_metrics(prob, target, meta.threshold)["dice"])
     return float(np.mean(scores))
 
 
-def build_int8(cfg: BenchConfig, meta: dict) -> Path:
+def build_int8(cfg: BenchConfig, meta: ModelMeta) -> Path:
     from lib.quantize import quantize_int8
 
     q = cfg.quantize
     stems = read_csv_stems(q.calibration_split)[: q.calibration_images]
-    size, mean, std = meta["input_size"], meta["mean"], meta["std"]
+    size, mean, std = meta.input_size, meta.mean, meta.std
     calib = [prepare_input(read_image(Path(cfg.images_dir) / f"{s}.jpg"), size, mean, std)[0] for s in stems]
     return quantize_int8(
-        cfg.model, Path(q.out_dir) / "model.onnx", calib, meta["input_name"], q.format, q.per_channel
+        cfg.model, Path(q.out_dir) / "model.onnx", calib, meta.input_name, q.format, q.per_channel
     )
 
 
-def decide_int8(cfg: BenchConfig, meta: dict, models: dict, gate_row: dict) -> dict:
+def decide_int8(cfg: BenchConfig, meta: ModelMeta, models: dict, gate_row: dict) -> dict:
     """Dice of fp32 and INT8 on the eval subset, the adoption decision, and INT8's model.json."""
     from lib.quantize import int8_decision
 
@@ -126,10 +127,14 @@ def decide_int8(cfg: BenchConfig, meta: dict, models: dict, gate_row: dict) -> d
     decision.update(
         dice_fp32=dice["fp32"], dice_int8=dice["int8"], eval_images=len(stems), eval_split=q.eval_split
     )
-    int8_json = Path(q.out_dir) / "model.json"
-    write_json(int8_json, {**meta, "precision": "int8", "sha256": sha256_file(models["int8"]),
-                           "fp32_sha256": meta.get("sha256"), "quantization": to_dict(q)})  # fmt: skip
-    os.chmod(int8_json, 0o644)  # readable by a serving user, like models/model.json
+    int8 = replace(
+        meta,
+        precision="int8",
+        sha256=sha256_file(models["int8"]),
+        fp32_sha256=meta.sha256,
+        quantization=to_dict(q),
+    )
+    write_model_json(Path(q.out_dir) / "model.json", int8)
     return decision
 
 
@@ -139,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(BenchConfig, args.conf, args.overrides)
         if cfg.gate_threads not in cfg.threads:
             raise ConfigError(f"gate_threads {cfg.gate_threads} must be one of threads {list(cfg.threads)}")
-        meta = read_json(Path(cfg.model).with_name("model.json"))
+        meta = read_model_json(Path(cfg.model).with_name("model.json"))
         stem = read_csv_stems(cfg.sample_split)[0]
         rgb = read_image(Path(cfg.images_dir) / f"{stem}.jpg")
-    except (ConfigError, OSError, ValueError) as exc:
+    except (ConfigError, ModelContractError, OSError, ValueError) as exc:
         print(f"bench_latency: {exc}", file=sys.stderr)
         return 2
     models = {"fp32": Path(cfg.model)} | ({"int8": build_int8(cfg, meta)} if cfg.quantize.enabled else {})
@@ -175,10 +180,10 @@ def main(argv: list[str] | None = None) -> int:
                    "execution_mode": "sequential", "spinning": cfg.spinning}  # fmt: skip
     write_json(cfg.out, {
         "gate": {"p50_ms": gate["p50_ms"], "p95_ms": gate["p95_ms"], "measure": "end_to_end",
-                 "model": default, "threads": cfg.gate_threads, "input_size": meta["input_size"]},
+                 "model": default, "threads": cfg.gate_threads, "input_size": meta.input_size},
         "default_model": str(models[default]), "results": results, "int8": decision,
         "image": {"stem": stem, "height": int(rgb.shape[0]), "width": int(rgb.shape[1])},
-        "model_version": meta.get("model_version"), "environment": environment, "config": to_dict(cfg),
+        "model_version": meta.model_version, "environment": environment, "config": to_dict(cfg),
     })  # fmt: skip
     ratio = gate_row.get("ratio_pytorch_to_onnxruntime_p50")
     fp32 = gate_row["onnxruntime_fp32"]["inference"]["p50_ms"]

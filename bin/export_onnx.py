@@ -6,7 +6,6 @@ Usage: bin/export_onnx.py --conf conf/export_onnx.yaml [--set log_to_mlflow=fals
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,9 @@ from lib.decision import Decision, load_decision
 from lib.inference import torch_runner
 from lib.io import decode_image, read_csv_stems, read_image, sha256_file, write_json
 from lib.model import load_checkpoint
-from lib.onnx_export import check_onnx, export_onnx, model_metadata, ort_runner, ort_session, parity
+from lib.model_contract import write_model_json
+from lib.onnx_export import check_onnx, export_onnx, model_metadata, parity
+from lib.onnx_session import make_session, session_runner
 from lib.preprocess import prepare_input
 
 
@@ -77,18 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     reference = torch_runner(model, cfg.threads)
     results = {}
     for kind, path in paths.items():
-        results[kind] = parity(reference, ort_runner(ort_session(path, cfg.threads)), images, size, mean, std)
+        candidate = session_runner(make_session(path, cfg.threads))
+        results[kind] = parity(reference, candidate, images, size, mean, std, decision.threshold)
         results[kind]["passed"] = results[kind]["mean_abs_diff"] < cfg.tolerance
     passed = all(r["passed"] for r in results.values())
     meta = model_metadata(ckpt, checks["static"]["opset"], decision, sha256_file(paths["static"]))
-    write_json(out / "model.json", meta)
-    os.chmod(out / "model.json", 0o644)  # write_json's temp file is 0600; a serving user must read it
+    write_model_json(out / "model.json", meta)
     save_config(cfg, out / "export_config.yaml")
     static = results["static"]
     write_json(cfg.parity_report, {"passed": passed, "tolerance": cfg.tolerance,
                "mean_abs_diff": static["mean_abs_diff"], "max_abs_diff": static["max_abs_diff"],
-               "n_images": len(images), "opset": meta["opset"], "onnx": checks, "parity": results,
-               "model_version": meta["model_version"], "sha256": meta["sha256"]})  # fmt: skip
+               "n_images": len(images), "opset": meta.opset, "onnx": checks, "parity": results,
+               "model_version": meta.model_version, "sha256": meta.sha256})  # fmt: skip
     line = (f"parity mean|diff|={static['mean_abs_diff']:.2e} max={static['max_abs_diff']:.2e} "
             f"on {len(images)} images (tolerance {cfg.tolerance:g})")  # fmt: skip
     if not passed:
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(cfg.mlflow_report, {**record, "experiment": cfg.experiment, "config": to_dict(cfg)})
     written = ", ".join(str(p) for p in paths.values())
     point = f"threshold {decision.threshold:g} min_area {decision.min_area_fraction:g} from {cfg.decision}"
-    print(f"export_onnx: {written} (opset {meta['opset']}), {point}, {line}, {logged}")
+    print(f"export_onnx: {written} (opset {meta.opset}), {point}, {line}, {logged}")
     return 0
 
 

@@ -1,9 +1,8 @@
-"""ONNX export of the trained U-Net, onnxruntime sessions, and the PyTorch/onnxruntime parity check.
+"""ONNX export of the trained U-Net, the PyTorch/onnxruntime parity check, and the export's model.json.
 
-The export contract (read by serve/ and the MLflow pyfunc): `model.onnx` with input "input"
-`(1, 3, S, S) float32` (batch "batch" in the dynamic variant) and output "logits" `(1, 1, S, S)`,
-plus `model.json` beside it. torch is imported inside `export_onnx` only, so the pyfunc and the
-serving path need just onnxruntime.
+The export contract (read by serve/ and the MLflow pyfunc): `model.onnx` with input INPUT_NAME
+`(1, 3, S, S) float32` (batch "batch" in the dynamic variant) and output OUTPUT_NAME `(1, 1, S, S)`,
+plus `model.json` beside it (lib/model_contract.py). torch is imported inside `export_onnx` only.
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ import numpy as np
 
 from lib.decision import Decision
 from lib.inference import RunModel
+from lib.model_contract import INPUT_NAME, OUTPUT_NAME, ModelMeta
 from lib.preprocess import prepare_input, sigmoid
-
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
 def export_onnx(model, path: str | Path, size: int, opset: int, dynamic_batch: bool = False) -> Path:
@@ -59,37 +57,20 @@ def check_onnx(path: str | Path) -> dict:
     return {"opset": int(opset), "inputs": dims(proto.graph.input), "outputs": dims(proto.graph.output)}
 
 
-def ort_session(path: str | Path, threads: int = 1, spinning: bool = False):
-    """An onnxruntime CPU session with `threads` intra-op threads, run sequentially."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spinning threads burn CPU between calls; serving turns it off on a shared 2-core host.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def ort_runner(session, input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME) -> RunModel:
-    """Wrap an onnxruntime session as a RunModel: `(1, 3, S, S) float32 -> (1, 1, S, S)` logits."""
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return session.run([output_name], {input_name: x})[0]
-
-    return run
-
-
 def parity(
-    reference: RunModel, candidate: RunModel, images: dict[str, np.ndarray], size: int, mean, std
+    reference: RunModel,
+    candidate: RunModel,
+    images: dict[str, np.ndarray],
+    size: int,
+    mean,
+    std,
+    threshold: float,
 ) -> dict:
     """Compare post-sigmoid probabilities `(S, S)` of two runners on the same prepared inputs.
 
-    `images`: {stem: `(H, W, 3) uint8` RGB}. Returns per-image mean/max absolute difference, the
-    mean over all pixels of all images (`mean_abs_diff`) and the largest (`max_abs_diff`).
+    `images`: {stem: `(H, W, 3) uint8` RGB}. Returns per-image mean/max absolute difference and the
+    share of pixels whose mask at `threshold` agrees, the mean over all pixels of all images
+    (`mean_abs_diff`) and the largest (`max_abs_diff`).
     """
     rows, total, count, worst = [], 0.0, 0, 0.0
     for stem, rgb in images.items():
@@ -97,37 +78,43 @@ def parity(
         a = sigmoid(np.asarray(reference(x))[0, 0])
         b = sigmoid(np.asarray(candidate(x))[0, 0])
         diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-        rows.append({"stem": stem, "mean_abs_diff": float(diff.mean()), "max_abs_diff": float(diff.max()),
-                     "mask_agreement": float(np.mean((a >= 0.5) == (b >= 0.5)))})  # fmt: skip
+        rows.append(
+            {
+                "stem": stem,
+                "mean_abs_diff": float(diff.mean()),
+                "max_abs_diff": float(diff.max()),
+                "mask_agreement": float(np.mean((a >= threshold) == (b >= threshold))),
+            }
+        )
         total, count, worst = total + float(diff.sum()), count + diff.size, max(worst, float(diff.max()))
     return {"mean_abs_diff": total / max(count, 1), "max_abs_diff": worst, "images": rows}
 
 
-def model_metadata(ckpt: dict, opset: int, decision: Decision, onnx_sha256: str) -> dict:
-    """The `model.json` written beside `model.onnx`: everything a server needs besides the graph.
+def model_metadata(ckpt: dict, opset: int, decision: Decision, onnx_sha256: str) -> ModelMeta:
+    """The contract written as `model.json` beside `model.onnx`: everything a server needs besides the graph.
 
     `decision` is the operating point bin/evaluate.py chose on validation (lib/decision.py); serving
     and the pyfunc read the threshold and the image-level rule from here and nowhere else.
     """
     meta = ckpt["metadata"]
-    return {
-        "input_size": int(ckpt["model_config"]["input_size"]),
-        "input_name": INPUT_NAME,
-        "output_name": OUTPUT_NAME,
-        "mean": [float(v) for v in ckpt["mean"]],
-        "std": [float(v) for v in ckpt["std"]],
-        "threshold": float(decision.threshold),
-        "min_area_fraction": float(decision.min_area_fraction),
-        "decision_chosen_on": decision.chosen_on,
-        "model_version": meta["model_version"],
-        "git_sha": meta["git_sha"],
-        "data_rev": meta["data_rev"],
-        "opset": int(opset),
-        "run_id": meta["run_id"],
-        "git_dirty": bool(meta.get("git_dirty", False)),
-        "val_dice": None if meta.get("val_dice") is None else float(meta["val_dice"]),
-        "epoch": int(meta.get("epoch", 0)),
-        "encoder": ckpt["model_config"].get("encoder", ""),
-        "precision": "fp32",
-        "sha256": onnx_sha256,  # of model.onnx, so a server can tell which file it holds
-    }
+    return ModelMeta(
+        input_size=int(ckpt["model_config"]["input_size"]),
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        mean=tuple(float(v) for v in ckpt["mean"]),
+        std=tuple(float(v) for v in ckpt["std"]),
+        threshold=float(decision.threshold),
+        min_area_fraction=float(decision.min_area_fraction),
+        decision_chosen_on=decision.chosen_on,
+        model_version=meta["model_version"],
+        git_sha=meta["git_sha"],
+        data_rev=meta["data_rev"],
+        opset=int(opset),
+        sha256=onnx_sha256,  # of model.onnx, so a server can tell which file it holds
+        run_id=meta["run_id"],
+        git_dirty=bool(meta.get("git_dirty", False)),
+        val_dice=None if meta.get("val_dice") is None else float(meta["val_dice"]),
+        epoch=int(meta.get("epoch", 0)),
+        encoder=ckpt["model_config"].get("encoder", ""),
+        precision="fp32",
+    )

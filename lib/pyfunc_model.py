@@ -3,8 +3,9 @@
 Input: a DataFrame with a string column `image` (base64 JPEG/PNG bytes). Output: a DataFrame with
 `mask_png` (base64 PNG, 0/255, at the original size), `width`, `height`, `polyp_fraction` and
 `polyp_detected` (lib.decision.polyp_detected on that mask with model.json's `min_area_fraction`).
-Optional param `threshold` (default: model.json's). Artifacts: `model_onnx`, `model_json`; the
-threshold and `min_area_fraction` in model.json are the operating point chosen on validation.
+Optional param `threshold` (default: model.json's). Artifacts: `model_onnx`, `model_json` (read by
+lib/model_contract.py); the threshold and `min_area_fraction` in model.json are the operating point
+chosen on validation. Probabilities come from lib.inference, the path the server and evaluation take.
 It is logged as an MLflow "model from code" (this file is the model's code, nothing is pickled)
 with code_paths=["lib"], so it loads wherever mlflow, onnxruntime and OpenCV are.
 """
@@ -12,10 +13,7 @@ with code_paths=["lib"], so it loads wherever mlflow, onnxruntime and OpenCV are
 from __future__ import annotations
 
 import base64
-import json
-import logging
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,15 +22,14 @@ from mlflow.models import ModelSignature, set_model
 from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-from lib.decision import LEGACY_MIN_AREA, polyp_detected
+from lib.decision import polyp_detected
 from lib.inference import predict_probability
 from lib.io import decode_image
-from lib.onnx_export import ort_runner, ort_session
+from lib.model_contract import INPUT_NAME, OUTPUT_NAME, ModelMeta, read_model_json
+from lib.onnx_session import make_session, session_runner
 
 OUTPUT_COLUMNS = ["mask_png", "width", "height", "polyp_fraction", "polyp_detected"]
 THREADS_ENV = "POLYPSEG_ORT_THREADS"  # onnxruntime intra-op threads inside the pyfunc (default 1)
-
-log = logging.getLogger("polypseg.pyfunc")
 
 
 def encode_png(mask: np.ndarray) -> bytes:
@@ -43,35 +40,24 @@ def encode_png(mask: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def min_area_fraction(meta: dict) -> float:
-    """model.json's image-level rule; models exported before it existed count any polyp pixel (0.0)."""
-    if "min_area_fraction" not in meta:
-        log.warning(
-            "model.json has no min_area_fraction (exported before it existed); using %s", LEGACY_MIN_AREA
-        )
-        return LEGACY_MIN_AREA
-    return float(meta["min_area_fraction"])
-
-
-def predict_masks(
-    run_model, images: list[str], meta: dict, threshold: float, min_area: float
-) -> pd.DataFrame:
-    """Base64 images -> the output DataFrame (one row per image); `min_area` as in lib.decision."""
-    size, mean, std = meta["input_size"], meta["mean"], meta["std"]
+def predict_masks(run_model, images: list[str], meta: ModelMeta, threshold: float) -> pd.DataFrame:
+    """Base64 images -> the output DataFrame (one row per image), masks at `threshold` and
+    `polyp_detected` by model.json's `min_area_fraction` (lib.decision)."""
     rows = []
     for i, b64 in enumerate(images):
         try:
             rgb = decode_image(base64.b64decode(b64, validate=True))
         except ValueError as exc:  # binascii.Error and DecodeError are both ValueErrors
             raise ValueError(f"row {i}: 'image' is not a base64 JPEG/PNG: {exc}") from None
-        mask = (predict_probability(run_model, rgb, size, mean, std) >= threshold).astype(np.uint8)
+        prob = predict_probability(run_model, rgb, meta.input_size, meta.mean, meta.std)
+        mask = (prob >= threshold).astype(np.uint8)
         rows.append(
             {
                 "mask_png": base64.b64encode(encode_png(mask * 255)).decode("ascii"),
                 "width": int(rgb.shape[1]),
                 "height": int(rgb.shape[0]),
                 "polyp_fraction": float(mask.mean()),
-                "polyp_detected": polyp_detected(mask, min_area),
+                "polyp_detected": polyp_detected(mask, meta.min_area_fraction),
             }
         )
     return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
@@ -81,17 +67,16 @@ class PolypSegModel(PythonModel):
     """onnxruntime behind the same preprocessing as training and evaluation."""
 
     def load_context(self, context):
-        self.meta = json.loads(Path(context.artifacts["model_json"]).read_text())
-        self.min_area = min_area_fraction(self.meta)  # read once: an old model.json is logged once
+        self.meta = read_model_json(context.artifacts["model_json"])  # read once: an old one warns once
         threads = int(os.environ.get(THREADS_ENV, "1"))
-        session = ort_session(context.artifacts["model_onnx"], threads=threads)
-        self.run_model = ort_runner(session, self.meta["input_name"], self.meta["output_name"])
+        session = make_session(context.artifacts["model_onnx"], threads=threads)
+        self.run_model = session_runner(session, self.meta.input_name, self.meta.output_name)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         if "image" not in model_input:
             raise ValueError("input needs a string column 'image' holding base64 JPEG/PNG bytes")
-        threshold = float((params or {}).get("threshold", self.meta["threshold"]))
-        return predict_masks(self.run_model, list(model_input["image"]), self.meta, threshold, self.min_area)
+        threshold = float((params or {}).get("threshold", self.meta.threshold))
+        return predict_masks(self.run_model, list(model_input["image"]), self.meta, threshold)
 
 
 def pyfunc_signature(threshold: float) -> ModelSignature:
@@ -110,7 +95,7 @@ def pyfunc_signature(threshold: float) -> ModelSignature:
     )
 
 
-def onnx_signature(size: int, input_name: str = "input", output_name: str = "logits") -> ModelSignature:
+def onnx_signature(size: int, input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME) -> ModelSignature:
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (1, 3, size, size), input_name)]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (1, 1, size, size), output_name)]),

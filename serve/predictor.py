@@ -1,28 +1,28 @@
-"""The model behind /predict: an onnxruntime CPU session plus the shared lib/ preprocessing.
+"""The model behind /predict: an onnxruntime CPU session behind the shared lib/ inference path.
 
 A model is a `model.onnx` with a `model.json` beside it (input size, tensor names, normalisation,
 provenance, and the operating point bin/evaluate.py chose on validation: the default `threshold` and
-the image-level rule `min_area_fraction`, see lib/decision.py). It comes from a local path or, when
+the image-level rule `min_area_fraction`, see lib/decision.py), read and checked by
+lib/model_contract.py. Sessions come from lib/onnx_session.py and `predict` is lib.inference's
+`predict_timed`, the path evaluation and the MLflow pyfunc model take. It comes from a local path or, when
 configured, from the MLflow registry; mlflow is imported only on that path so the serving container
 needs neither it nor torch.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import tempfile
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from lib.decision import LEGACY_MIN_AREA
-from lib.preprocess import prepare_input, restore_mask, sigmoid
+from lib.inference import Prediction, predict_timed
+from lib.model_contract import ModelContractError, ModelMeta, read_model_json
+from lib.onnx_session import make_session, session_runner
 
 log = logging.getLogger("polypseg.model")
 
@@ -31,111 +31,42 @@ class ModelError(RuntimeError):
     """A model that cannot be found, read, or run as the export contract says."""
 
 
-@dataclass(frozen=True)
-class ModelMeta:
-    input_size: int  # side of the square model input in pixels
-    input_name: str
-    output_name: str
-    mean: tuple[float, float, float]  # per-channel normalisation of [0, 1] RGB
-    std: tuple[float, float, float]
-    threshold: float  # default probability threshold for the binary mask
-    min_area_fraction: float  # polyp detected when the mask's polyp share reaches this (lib/decision.py)
-    decision_chosen_on: str  # where threshold and min_area_fraction were chosen, e.g. the validation split
+@dataclass(frozen=True, kw_only=True)
+class ServedMeta(ModelMeta):
+    """The model contract (lib/model_contract.py) plus what only the server knows."""
+
     version: str  # what /predict reports as model_version (registry name/version when registered)
-    artifact_version: str  # model_version written by the export step into model.json
-    git_sha: str
-    data_rev: str
-    opset: int | None
     source: str  # where it was loaded from: a path or a registry URI
 
-
-@dataclass(frozen=True)
-class Prediction:
-    prob: np.ndarray  # (H, W) float32 probabilities at the original image size
-    preprocess_ms: float
-    inference_ms: float
-    postprocess_ms: float
+    @property
+    def artifact_version(self) -> str:
+        """model_version written by the export step into model.json."""
+        return self.model_version
 
 
-def _triple(meta: dict, key: str) -> tuple[float, float, float]:
-    value = meta.get(key, [0.5, 0.5, 0.5])
-    if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
-        raise ModelError(f"model.json: {key!r} must be a list of 3 numbers, got {value!r}")
-    if key == "std" and min(value) <= 0:
-        raise ModelError(f"model.json: 'std' must be positive, got {value!r}")
-    return tuple(float(v) for v in value)
-
-
-def _fraction(meta: dict, key: str) -> float:
-    value = meta[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ModelError(f"model.json: {key!r} must be in [0, 1], got {value!r}")
-    return float(value)
-
-
-def read_model_meta(json_path: Path, version: str | None = None, source: str = "") -> ModelMeta:
-    """Parse and check `model.json`; `version` overrides its model_version (registry loads)."""
+def read_model_meta(json_path: Path, version: str | None = None, source: str = "") -> ServedMeta:
+    """`model.json` read and checked by the shared contract; `version` overrides model_version (registry)."""
+    source = source or str(json_path)
     try:
-        meta = json.loads(Path(json_path).read_text())
-    except (OSError, ValueError) as err:
-        raise ModelError(f"cannot read model metadata {json_path}: {err}") from err
-    if not isinstance(meta, dict):
-        raise ModelError(f"{json_path}: expected a JSON object")
-    size = meta.get("input_size")
-    if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 4096:
-        raise ModelError(f"model.json: 'input_size' must be an integer in [8, 4096], got {size!r}")
-    if "threshold" not in meta:
-        raise ModelError(f"{json_path}: no 'threshold' (the export step writes it from decision.json)")
-    threshold = _fraction(meta, "threshold")
-    if "min_area_fraction" in meta:
-        min_area = _fraction(meta, "min_area_fraction")
-    else:  # exported before the image-level rule existed: once per load, not per request
-        min_area = LEGACY_MIN_AREA
-        log.warning(
-            f"model.json has no min_area_fraction; using {LEGACY_MIN_AREA} (any polyp pixel means detected)",
-            extra={"fields": {"model": source or str(json_path)}},
-        )
-    artifact_version = str(meta.get("model_version") or "unversioned")
-    opset = meta.get("opset")
-    return ModelMeta(
-        input_size=size,
-        input_name=str(meta.get("input_name") or "input"),
-        output_name=str(meta.get("output_name") or "logits"),
-        mean=_triple(meta, "mean"),
-        std=_triple(meta, "std"),
-        threshold=threshold,
-        min_area_fraction=min_area,
-        decision_chosen_on=str(meta.get("decision_chosen_on") or "unknown"),
-        version=version or artifact_version,
-        artifact_version=artifact_version,
-        git_sha=str(meta.get("git_sha") or "unknown"),
-        data_rev=str(meta.get("data_rev") or "unknown"),
-        opset=opset if isinstance(opset, int) else None,
-        source=source or str(json_path),
-    )
+        meta = read_model_json(json_path, source=source)
+    except ModelContractError as err:
+        raise ModelError(str(err)) from err
+    contract = {f.name: getattr(meta, f.name) for f in fields(ModelMeta)}
+    return ServedMeta(**contract, version=version or meta.model_version, source=source)
 
 
 class Predictor:
     """Wraps one onnxruntime session; `predict` maps an RGB image to probabilities at its size."""
 
-    def __init__(self, onnx_path: Path, meta: ModelMeta, threads: int = 1):
+    def __init__(self, onnx_path: Path, meta: ServedMeta, threads: int = 1):
         self.meta = meta
         self.threads = threads
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spinning threads burn CPU between requests; the host is shared, so let them sleep.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(
-                str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            self.session = make_session(onnx_path, threads)
         except Exception as err:  # onnxruntime raises several private exception types
             raise ModelError(f"onnxruntime cannot load {onnx_path}: {err}") from err
         self._check_io()
+        self._runner = session_runner(self.session, meta.input_name, meta.output_name)
         self.warm_up()
 
     def _check_io(self) -> None:
@@ -154,11 +85,12 @@ class Predictor:
             raise ModelError(f"model input shape {shape} does not fit (1, 3, {size}, {size})")
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        (logits,) = self.session.run([self.meta.output_name], {self.meta.input_name: x})
+        """The RunModel behind `predict`: the session, with its output shape checked."""
+        logits = self._runner(x)
         size = self.meta.input_size
         if logits.size != size * size:
             raise ModelError(f"model output shape {logits.shape} is not (1, 1, {size}, {size})")
-        return logits.reshape(size, size)
+        return logits.reshape(1, 1, size, size)
 
     def warm_up(self) -> None:
         """One inference on zeros: allocates buffers so the first real request is not slow."""
@@ -166,15 +98,8 @@ class Predictor:
         self._run(np.zeros((1, 3, size, size), np.float32))
 
     def predict(self, rgb: np.ndarray) -> Prediction:
-        """`(H, W, 3) uint8` RGB -> probabilities `(H, W) float32` and stage timings."""
-        t0 = time.perf_counter()
-        x, geometry = prepare_input(rgb, self.meta.input_size, self.meta.mean, self.meta.std)
-        t1 = time.perf_counter()
-        logits = self._run(x)
-        t2 = time.perf_counter()
-        prob = restore_mask(sigmoid(logits), geometry)
-        t3 = time.perf_counter()
-        return Prediction(prob, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        """`(H, W, 3) uint8` RGB -> probabilities `(H, W) float32` and stage timings (lib/inference.py)."""
+        return predict_timed(self._run, rgb, self.meta.input_size, self.meta.mean, self.meta.std)
 
 
 def load_local(model_path: str | Path, threads: int = 1) -> Predictor:

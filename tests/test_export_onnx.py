@@ -19,7 +19,10 @@ from bin_helpers import load_bin
 from torch import nn
 
 from lib.decision import Decision, save_decision
-from lib.onnx_export import check_onnx, export_onnx, model_metadata, ort_runner, ort_session, parity
+from lib.io import sha256_file
+from lib.model_contract import meta_to_dict, read_model_json
+from lib.onnx_export import check_onnx, export_onnx, model_metadata, parity
+from lib.onnx_session import make_session, session_runner
 from lib.pyfunc_model import example_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +71,7 @@ def test_dynamic_export_runs_any_batch_and_matches_torch(tmp_path):
     path = export_onnx(net, tmp_path / "model_dynamic.onnx", size=32, opset=20, dynamic_batch=True)
     assert check_onnx(path)["inputs"]["input"][0] == "batch"
     x = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32)
-    got = ort_runner(ort_session(path))(x)
+    got = session_runner(make_session(path))(x)
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
     assert got.shape == (3, 1, 32, 32) and np.abs(got - want).max() < 1e-5
@@ -83,9 +86,9 @@ def test_parity_is_zero_for_identical_runners_and_exact_for_a_constant_offset():
     def ones(x):
         return np.ones((1, 1, 32, 32), np.float32)
 
-    same = parity(zeros, zeros, {"a": rgb}, 32, (0.5,) * 3, (0.5,) * 3)
+    same = parity(zeros, zeros, {"a": rgb}, 32, (0.5,) * 3, (0.5,) * 3, threshold=0.5)
     assert same["mean_abs_diff"] == 0.0 and same["images"][0]["mask_agreement"] == 1.0
-    off = parity(zeros, ones, {"a": rgb, "b": rgb}, 32, (0.5,) * 3, (0.5,) * 3)
+    off = parity(zeros, ones, {"a": rgb, "b": rgb}, 32, (0.5,) * 3, (0.5,) * 3, threshold=0.5)
     expected = 1 / (1 + np.exp(-1.0)) - 0.5  # sigmoid(1) - sigmoid(0) on every pixel
     assert off["mean_abs_diff"] == pytest.approx(expected, rel=1e-6)
     assert off["max_abs_diff"] == pytest.approx(expected, rel=1e-6) and len(off["images"]) == 2
@@ -94,7 +97,7 @@ def test_parity_is_zero_for_identical_runners_and_exact_for_a_constant_offset():
 def test_model_metadata_carries_every_required_key():
     ckpt = {"model_config": {"input_size": 256, "encoder": "x"}, "mean": [0.5] * 3, "std": [0.5] * 3,
             "metadata": {"model_version": "v", "git_sha": "s", "data_rev": "d", "run_id": "r"}}  # fmt: skip
-    meta = model_metadata(ckpt, opset=20, decision=DECISION, onnx_sha256="0" * 64)
+    meta = meta_to_dict(model_metadata(ckpt, opset=20, decision=DECISION, onnx_sha256="0" * 64))
     assert REQUIRED_KEYS <= set(meta) and meta["input_name"] == "input" and meta["output_name"] == "logits"
     assert (meta["threshold"], meta["min_area_fraction"], meta["decision_chosen_on"]) == (
         0.4,
@@ -135,6 +138,8 @@ def test_cli_exports_checks_parity_and_logs_loadable_models_into_the_training_ru
     assert report["passed"] and report["mean_abs_diff"] < 1e-4 and report["n_images"] == 5
     meta = json.loads((tmp_path / "models/model.json").read_text())
     assert REQUIRED_KEYS <= set(meta) and meta["opset"] >= 18 and meta["run_id"] == run.info.run_id
+    models = tmp_path / "models"
+    assert read_model_json(models / "model.json").sha256 == sha256_file(models / "model.onnx")  # the contract
     assert (meta["threshold"], meta["min_area_fraction"]) == (0.4, 0.02)  # from decision.json, nowhere else
     assert (tmp_path / "models/model.onnx").is_file() and (tmp_path / "models/export_config.yaml").is_file()
 

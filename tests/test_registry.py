@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,8 @@ import pytest
 from bin_helpers import load_bin
 
 from lib.decision import Decision
-from lib.io import read_image, sha256_file
+from lib.io import read_image
+from lib.model_contract import read_model_json, write_model_json
 from lib.preprocess import prepare_input
 from lib.pyfunc_model import example_frame, small_jpeg
 from lib.registry import (
@@ -76,13 +78,11 @@ def export_tiny(mlflow, tmp_path: Path, meta: dict, decision: Decision | None = 
     """What bin/export_onnx.py does after parity, with the tiny stand-in ONNX model."""
     out = tmp_path / f"model-{meta['model_version']}"
     onnx_path = write_tiny_model(out, size=64, version=meta["model_version"], decision=decision)
-    info = json.loads((out / "model.json").read_text())
-    (out / "model.json").write_text(
-        json.dumps({**info, "sha256": sha256_file(onnx_path), "run_id": meta["run_id"]})
-    )
+    info = replace(read_model_json(out / "model.json"), run_id=meta["run_id"])
+    write_model_json(out / "model.json", info)
     run_id, _ = run_for_checkpoint(mlflow, "polyp-seg", meta)
     rgb = read_image(first_val_image())
-    x, _ = prepare_input(rgb, 64, info["mean"], info["std"])
+    x, _ = prepare_input(rgb, 64, info.mean, info.std)
     return log_exported_models(mlflow, run_id, onnx_path, out / "model.json", small_jpeg(rgb), x)
 
 

@@ -15,9 +15,18 @@ from tests.support.harness import sample_image_bytes
 from tests.support.tinymodel import write_tiny_model
 
 
+def tiny_meta(tmp_path, **changes) -> dict:
+    """The tiny model's model.json (written by the shared contract) with `changes`; None deletes a key."""
+    write_tiny_model(tmp_path, size=64)
+    meta = {**json.loads((tmp_path / "model.json").read_text()), **changes}
+    meta = {k: v for k, v in meta.items() if v is not None}
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    return meta
+
+
 def test_unloadable_model_file_is_a_model_error(tmp_path):
+    tiny_meta(tmp_path)
     (tmp_path / "model.onnx").write_bytes(b"not an onnx file")
-    (tmp_path / "model.json").write_text(json.dumps({"input_size": 64, "threshold": 0.5}))
     with pytest.raises(ModelError, match="cannot load"):
         load_local(tmp_path / "model.onnx")
 
@@ -39,22 +48,29 @@ def test_registry_uri_must_name_a_model():
 
 
 def test_metadata_threshold_must_be_a_probability(tmp_path):
-    (tmp_path / "model.json").write_text(json.dumps({"input_size": 64, "threshold": 2}))
-    with pytest.raises(ModelError, match="threshold"):
+    tiny_meta(tmp_path, threshold=2)
+    with pytest.raises(ModelError, match="'threshold' must be a number in \\[0, 1\\], got 2"):
         read_model_meta(tmp_path / "model.json")
 
 
 def test_metadata_without_threshold_is_refused(tmp_path):
-    (tmp_path / "model.json").write_text(json.dumps({"input_size": 64, "min_area_fraction": 0.0}))
+    tiny_meta(tmp_path, threshold=None)
     with pytest.raises(ModelError, match="no 'threshold'"):
         read_model_meta(tmp_path / "model.json")
 
 
-@pytest.mark.parametrize("value", [-0.1, 1.5, "0.2", True, None])
+@pytest.mark.parametrize("key", ["mean", "std"])
+def test_metadata_without_normalisation_is_refused_not_defaulted(tmp_path, key):
+    # An ImageNet-normalised model served with a guessed 0.5 would answer, wrongly, without a word.
+    path = write_tiny_model(tmp_path, size=64)
+    tiny_meta(tmp_path, **{key: None})
+    with pytest.raises(ModelError, match=f"no '{key}'"):
+        load_local(path)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "0.2", True, [0.1]])
 def test_metadata_min_area_fraction_must_be_a_fraction(tmp_path, value):
-    (tmp_path / "model.json").write_text(
-        json.dumps({"input_size": 64, "threshold": 0.5, "min_area_fraction": value})
-    )
+    tiny_meta(tmp_path, min_area_fraction=value)
     with pytest.raises(ModelError, match="min_area_fraction"):
         read_model_meta(tmp_path / "model.json")
 

@@ -10,9 +10,12 @@ image-level minimum area (best balanced accuracy on positives + negatives) are c
 `choose_on` split and saved to <out_dir>/decision.json; every split is then reported at them, and
 the robustness split is re-predicted under each corruption of lib/corruptions.py.
 
+The threshold search starts from the checkpoint's threshold (conf/train.yaml's, stored by
+bin/train.py): it joins the grid and wins ties; `threshold: checkpoint` keeps it without a search.
+
 With --data DIR (another centre's images/ + masks/, any format lib/io.py reads) there is no
 validation split: the decision is read from <out_dir>/decision.json of the main run when it exists,
-else taken from the config's numbers (0.5 and 0 for `auto`), and the line printed says which.
+else the checkpoint's threshold and the config's min area (0 for `auto`), and the line printed says which.
 Negatives, calibration and robustness are computed on DIR itself.
 """
 
@@ -33,6 +36,7 @@ from lib.config import ConfigError, flatten, load_config, save_config
 from lib.corruptions import SEVERITIES, corrupt
 from lib.decision import (
     Decision,
+    checkpoint_threshold,
     choose_min_area,
     choose_threshold,
     image_level,
@@ -85,7 +89,7 @@ class EvaluateConfig:
     out_dir: str  # reports folder
     limit: int | None = None  # first N stems per split
     choose_on: str = "val"  # split on which threshold and min area are chosen
-    threshold: float | Literal["auto"] = "auto"  # pixel probability threshold; auto = chosen
+    threshold: Literal["auto", "checkpoint"] = "auto"  # auto = best on choose_on; checkpoint = as trained
     threshold_grid: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)  # auto tries
     min_area_fraction: float | Literal["auto"] = "auto"  # image-level rule, share of the image
     calibration_bins: int = 15  # equal-width probability bins for the ECE
@@ -157,10 +161,10 @@ def scan_split(name, stems, images, masks, predict, thresholds, cfg, crop_size: 
     return scan
 
 
-def decide(cfg, scan: Scan, thresholds: list[float]) -> Decision:
-    """Threshold (best mean Dice) and min area (best balanced accuracy) on the choose_on scan;
-    numbers given in the config are kept."""
-    threshold = choose_threshold(scan.dice(), thresholds) if cfg.threshold == "auto" else cfg.threshold
+def decide(cfg, scan: Scan, thresholds: list[float], trained: float) -> Decision:
+    """Threshold (best mean Dice, ties to the checkpoint's `trained`) and min area (best balanced
+    accuracy) on the choose_on scan; a min area given in the config is kept."""
+    threshold = choose_threshold(scan.dice(), thresholds, trained) if cfg.threshold == "auto" else trained
     k = thresholds.index(threshold)
     where = f"{cfg.choose_on} ({len(scan.stems)} images"
     if cfg.min_area_fraction != "auto":
@@ -172,15 +176,15 @@ def decide(cfg, scan: Scan, thresholds: list[float]) -> Decision:
     return Decision(threshold, min_area, f"{where} + {len(scan.crop_areas)} negative crops)")
 
 
-def decision_for_data(cfg, conf: str) -> Decision:
-    """--data has no validation split: reuse the main run's decision.json, else the config's numbers."""
+def decision_for_data(cfg, conf: str, trained: float) -> Decision:
+    """--data has no validation split: reuse the main run's decision.json, else the checkpoint's
+    threshold `trained` and the config's min area."""
     path = Path(cfg.out_dir) / "decision.json"
     if path.exists():
         decision = load_decision(path)
         return Decision(decision.threshold, decision.min_area_fraction, f"{decision.chosen_on}, via {path}")
-    threshold = 0.5 if cfg.threshold == "auto" else cfg.threshold
     min_area = 0.0 if cfg.min_area_fraction == "auto" else cfg.min_area_fraction
-    return Decision(threshold, min_area, f"{conf}, as {path} does not exist")
+    return Decision(trained, min_area, f"checkpoint threshold and {conf}, as {path} does not exist")
 
 
 def write_split(name, scan: Scan, k: int, decision, images, masks, predict, cfg, out: Path, provenance):
@@ -331,7 +335,6 @@ def main(argv: list[str] | None = None) -> int:
         name = Path(args.data).resolve().name
         splits = {name: sorted(set(images) & set(masks))}
         out_dir = Path(args.out or Path(cfg.out_dir).parent / f"eval-{name}")
-        decision = decision_for_data(cfg, args.conf)
         cfg = replace(
             cfg,
             choose_on=name,
@@ -359,6 +362,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     model, ckpt = load_checkpoint(cfg.checkpoint)
+    try:
+        trained = checkpoint_threshold(ckpt)
+    except ValueError as exc:
+        print(f"evaluate: {cfg.checkpoint}: {exc}", file=sys.stderr)
+        return 2
+    if args.data:  # the main run's decision, or the checkpoint's threshold
+        decision = decision_for_data(cfg, args.conf, trained)
     run_model = torch_runner(model, cfg.threads)
     size, mean, std = ckpt["model_config"]["input_size"], ckpt["mean"], ckpt["std"]
 
@@ -374,13 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     if decision:
         thresholds = [decision.threshold]
     else:
-        thresholds = list(cfg.threshold_grid) if cfg.threshold == "auto" else [cfg.threshold]
+        thresholds = sorted({*cfg.threshold_grid, trained}) if cfg.threshold == "auto" else [trained]
     with_crops = set(cfg.negatives.splits) if cfg.negatives.enabled else set()
     scans = {}
     for name in sorted(splits, key=lambda n: n != cfg.choose_on):  # choose_on first
         crop_size = size if name in with_crops else None
         scans[name] = scan_split(name, splits[name], images, masks, predict, thresholds, cfg, crop_size)
-    decision = decision or decide(cfg, scans[cfg.choose_on], thresholds)
+    decision = decision or decide(cfg, scans[cfg.choose_on], thresholds, trained)
     k = thresholds.index(decision.threshold)
     save_decision(out_dir / "decision.json", decision)
     save_config(cfg, out_dir / "config.yaml")

@@ -94,6 +94,7 @@ class TrainConfig:
     metrics: str
     limit: int | None  # first N stems per split; None = all
     experiment: str  # MLflow experiment name
+    threshold: float  # pixel probability threshold: validated at, stored in best.pt, evaluate starts from it
     model: ModelConfig  # architecture, encoder, input size (lib/model.py)
     optim: Optim  # schedule and early stopping
     loss: Loss  # training loss
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             loss = train_one_epoch(model, train_loader, loss_fn, optimiser, scheduler, device, amp,
                                    channels_last, scaler, cfg.runtime.log_every, size, average)  # fmt: skip
             scored = average.module() if average else model  # what is validated is what is saved
-            val = validate(scored, val_loader, device, amp, channels_last)
+            val = validate(scored, val_loader, device, amp, channels_last, cfg.threshold)
             elapsed = time.time() - t0
             history.append({"epoch": epoch, "size": size, "loss": loss,
                             **{f"val_{k}": v for k, v in val.items()},
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 best, best_epoch = val["dice"], epoch
                 torch.save({"state_dict": scored.state_dict(), "model_config": asdict(cfg.model),
                             "config": to_dict(cfg), "mean": list(mean), "std": list(std),
+                            "threshold": cfg.threshold,  # the operating threshold's one source
                             "metadata": {"git_sha": sha, "git_dirty": dirty, "data_rev": data_rev,
                                          "model_version": model_version, "run_id": run.info.run_id,
                                          "epoch": epoch, "val_dice": val["dice"]}},

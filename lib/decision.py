@@ -1,9 +1,11 @@
 """The operating point: pixel threshold and image-level "polyp detected" rule, chosen on validation.
 
-bin/evaluate.py chooses both on the validation split (plus polyp-free validation crops) and
-writes them to `reports/eval/decision.json`; bin/export_onnx.py copies them into model.json, and
-serving, the MLflow pyfunc model and batch inference read them from there. Nothing else
-defines these two numbers.
+The threshold's one configured value is `threshold` in conf/train.yaml: training validates at it and
+stores it in the checkpoint beside mean/std (`checkpoint_threshold` reads it back). bin/evaluate.py
+starts from it, chooses both numbers on the validation split (plus polyp-free validation crops) and
+writes them to `reports/eval/decision.json`; bin/export_onnx.py copies them into model.json
+(lib/model_contract.py), and serving, the MLflow pyfunc model, the gates and the benchmarks read
+them from there. Nothing else defines these two numbers.
 """
 
 from __future__ import annotations
@@ -18,9 +20,23 @@ from lib.io import read_json, write_json
 
 @dataclass(frozen=True)
 class Decision:
-    threshold: float = 0.5  # probability at or above which a pixel is polyp
-    min_area_fraction: float = 0.0  # an image shows a polyp when its predicted share reaches this
-    chosen_on: str = "default"  # where the numbers come from, e.g. "val (150 images) + val negatives (412)"
+    threshold: float  # probability at or above which a pixel is polyp
+    min_area_fraction: float  # an image shows a polyp when its predicted share reaches this
+    chosen_on: str  # where the numbers come from, e.g. "val (150 images) + val negatives (412)"
+
+
+def checkpoint_threshold(ckpt: dict) -> float:
+    """The threshold bin/train.py stored in a checkpoint (conf/train.yaml's `threshold`).
+
+    ValueError naming the key when it is absent (a checkpoint saved before it was stored: retrain)
+    or not a probability.
+    """
+    value = ckpt.get("threshold")
+    if value is None:
+        raise ValueError("checkpoint: no 'threshold' (saved before bin/train.py stored it; retrain)")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"checkpoint: 'threshold' must be a number in [0, 1], got {value!r}")
+    return float(value)
 
 
 def detected_from_area(area, min_area_fraction: float) -> np.ndarray:
@@ -56,8 +72,9 @@ def load_decision(path: str | Path) -> Decision:
     )
 
 
-def choose_threshold(dice: np.ndarray, thresholds, prefer: float = 0.5) -> float:
-    """The threshold with the highest mean per-image Dice; ties go to the one closest to `prefer`.
+def choose_threshold(dice: np.ndarray, thresholds, prefer: float) -> float:
+    """The threshold with the highest mean per-image Dice; ties go to the one closest to `prefer`
+    (the checkpoint's threshold).
 
     `dice` `(N, T)`: Dice of image n at `thresholds[t]`.
     """

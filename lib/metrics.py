@@ -59,7 +59,7 @@ def recall_score(tp: int, fp: int, fn: int) -> float:
     return _ratio(tp, tp + fn)
 
 
-def image_metrics(prob: np.ndarray, target: np.ndarray, threshold: float = 0.5) -> dict:
+def image_metrics(prob: np.ndarray, target: np.ndarray, threshold: float) -> dict:
     """Scores and counts for one image.
 
     `prob` is `(H, W)` float in [0, 1], `target` `(H, W)` bool or {0, 1}; a pixel is predicted

@@ -160,8 +160,8 @@ def predict_probs(model, loader, device, amp, channels_last) -> tuple[list[np.nd
     return probs, masks
 
 
-def validate(model, loader, device, amp, channels_last, threshold: float = 0.5) -> dict[str, float]:
-    """Mean per-image Dice/IoU/precision/recall at the model input size."""
+def validate(model, loader, device, amp, channels_last, threshold: float) -> dict[str, float]:
+    """Mean per-image Dice/IoU/precision/recall at the model input size, pixels at `threshold` foreground."""
     probs, masks = predict_probs(model, loader, device, amp, channels_last)
     rows = [image_metrics(p, m, threshold) for p, m in zip(probs, masks)]
     return {k: float(np.mean([r[k] for r in rows])) for k in ("dice", "iou", "precision", "recall")}

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from bin_helpers import ROOT, load_bin
 
-from lib.decision import choose_min_area, choose_threshold, image_level, min_area_candidates, polyp_detected
+from lib.decision import (
+    checkpoint_threshold,
+    choose_min_area,
+    choose_threshold,
+    image_level,
+    min_area_candidates,
+    polyp_detected,
+)
 from lib.metrics import count_metrics, image_metrics, threshold_confusions
 from lib.negatives import false_alarm_summary
 
@@ -32,7 +39,7 @@ def test_the_threshold_separating_polyp_from_background_is_chosen():
     target[2:6, 3:8] = 1
     prob = np.where(target == 1, 0.62, 0.58).astype(np.float32)
     dice = dice_matrix([(prob, target)], GRID)
-    assert choose_threshold(dice, GRID) == 0.6
+    assert choose_threshold(dice, GRID, prefer=0.5) == 0.6
     assert dice[0, GRID.index(0.6)] == 1.0 and dice[0, GRID.index(0.55)] < 1.0
 
 
@@ -40,14 +47,24 @@ def test_the_mean_over_images_decides():
     # Image 1 is best at 0.4, image 2 at 0.65; image 2 loses more away from its best.
     dice = np.zeros((2, len(GRID)))
     dice[0, GRID.index(0.4)], dice[1, GRID.index(0.65)] = 0.9, 1.0
-    assert choose_threshold(dice, GRID) == 0.65
+    assert choose_threshold(dice, GRID, prefer=0.5) == 0.65
 
 
-def test_ties_go_to_the_threshold_closest_to_one_half():
-    assert choose_threshold(np.ones((3, len(GRID))), GRID) == 0.5
+def test_ties_go_to_the_threshold_closest_to_the_checkpoints():
+    assert choose_threshold(np.ones((3, len(GRID))), GRID, prefer=0.5) == 0.5
+    assert choose_threshold(np.ones((3, len(GRID))), GRID, prefer=0.62) == 0.6
     dice = np.zeros((1, len(GRID)))
     dice[0, GRID.index(0.4)] = dice[0, GRID.index(0.65)] = 0.8
-    assert choose_threshold(dice, GRID) == 0.4
+    assert choose_threshold(dice, GRID, prefer=0.5) == 0.4
+    assert choose_threshold(dice, GRID, prefer=0.6) == 0.65
+
+
+def test_the_checkpoint_threshold_is_read_by_name():
+    assert checkpoint_threshold({"threshold": 0.45}) == 0.45
+    with pytest.raises(ValueError, match="no 'threshold'"):
+        checkpoint_threshold({"mean": [0.5] * 3})
+    with pytest.raises(ValueError, match="'threshold' must be"):
+        checkpoint_threshold({"threshold": 1.5})
 
 
 def test_separable_areas_give_perfect_balanced_accuracy():
@@ -96,9 +113,14 @@ def test_evaluate_configs_load(conf):
     assert set(cfg.negatives.splits) <= set(cfg.splits) and cfg.robustness.split in cfg.splits
 
 
-def test_fixed_threshold_in_the_config_is_kept():
+def test_the_config_holds_no_threshold_number_only_how_to_choose_it():
     evaluate = load_bin("evaluate")
-    cfg = evaluate.load_config(evaluate.EvaluateConfig, ROOT / "conf/smoke/evaluate.yaml", ["threshold=0.4"])
-    assert cfg.threshold == 0.4
-    with pytest.raises(evaluate.ConfigError, match="threshold"):
-        evaluate.load_config(evaluate.EvaluateConfig, ROOT / "conf/smoke/evaluate.yaml", ["threshold=high"])
+    cfg = evaluate.load_config(
+        evaluate.EvaluateConfig, ROOT / "conf/smoke/evaluate.yaml", ["threshold=checkpoint"]
+    )
+    assert cfg.threshold == "checkpoint"
+    for value in ("0.4", "high"):  # a number here would be a second source beside conf/train.yaml
+        with pytest.raises(evaluate.ConfigError, match="threshold"):
+            evaluate.load_config(
+                evaluate.EvaluateConfig, ROOT / "conf/smoke/evaluate.yaml", [f"threshold={value}"]
+            )

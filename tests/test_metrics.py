@@ -12,7 +12,7 @@ def mask(cols: slice = slice(0, 0), size: int = 4) -> np.ndarray:
 
 
 def scores(pred: np.ndarray, target: np.ndarray) -> dict:
-    return M.image_metrics(pred.astype(np.float32), target)
+    return M.image_metrics(pred.astype(np.float32), target, threshold=0.5)  # pred is 0/1
 
 
 def test_confusion_counts_each_cell():

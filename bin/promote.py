@@ -7,12 +7,14 @@ Usage: bin/promote.py --conf conf/gates.yaml --approve --by NAME
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import replace
 
 from lib.cli import parser
 from lib.config import ConfigError, load_config
 from lib.gates import GatesConfig, all_passed, format_table, gather, summarise
+from lib.tracking import register_conf_for, registered_model_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reason", default="", help="why (recorded with a rollback)")
     for name in ("metrics", "parity", "latency"):
         p.add_argument(f"--{name}", help=f"read this file instead of the config's {name}")
+    p.add_argument("--register-conf", help="config naming the model (default: register.yaml beside --conf)")
     args = p.parse_args(argv)
     try:
-        cfg = load_config(GatesConfig, args.conf, args.overrides)
+        name = registered_model_name(register_conf_for(args.conf, args.register_conf))
+        cfg = load_config(GatesConfig, args.conf, [f"model_name={json.dumps(name)}", *args.overrides])
     except ConfigError as exc:
         print(f"promote: {exc}", file=sys.stderr)
         return 2

@@ -8,23 +8,12 @@ from __future__ import annotations
 
 import getpass
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from lib.cli import parser
 from lib.config import ConfigError, load_config, to_dict
 from lib.io import read_csv_stems, write_json
-
-
-@dataclass(frozen=True)
-class RegisterConfig:
-    report: str  # reports/register.json
-    images_dir: str  # original images; one is predicted through the registry URI as a check
-    sample_split: str  # CSV of stems; its first stem is the check image
-    experiment: str = "polyp-seg"  # MLflow experiment searched for runs
-    model_name: str = "polyp-seg-unet"  # registered model name
-    alias: str = "staging"  # alias given to the new (or reused) version
-    metric: str = "best_val_dice"  # run metric that ranks candidates, higher is better
+from lib.tracking import RegisterConfig, setup_mlflow
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +28,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"register: {exc}", file=sys.stderr)
         return 2
     from lib.registry import RegistryError, best_run, client, register_run, set_staging, verify_model
-    from lib.tracking import setup_mlflow
 
     mlflow = setup_mlflow(cfg.experiment)
     c = client()

@@ -1,15 +1,14 @@
-"""Provenance (git SHA, DVC data revision) and MLflow set-up shared by the stages."""
+"""Provenance (git SHA, DVC data revision), MLflow set-up and the registered model's name, for the stages."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-EXPERIMENT = "polyp-seg"
-REGISTERED_MODEL = "polyp-seg-unet"
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"  # embedded store when MLFLOW_TRACKING_URI is unset
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 
@@ -59,7 +58,7 @@ def set_tracking():
     return mlflow
 
 
-def setup_mlflow(experiment: str = EXPERIMENT):
+def setup_mlflow(experiment: str):
     """`set_tracking`, then create (if needed) and select `experiment`; returns the module."""
     mlflow = set_tracking()
     if mlflow.get_experiment_by_name(experiment) is None:
@@ -70,3 +69,30 @@ def setup_mlflow(experiment: str = EXPERIMENT):
         mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment)
     return mlflow
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    """conf/register.yaml: bin/register.py registers `model_name`; bin/gates.py and bin/promote.py read
+    the name from here too, so the registered model is named in one place."""
+
+    report: str  # reports/register.json
+    images_dir: str  # original images; one is predicted through the registry URI as a check
+    sample_split: str  # CSV of stems; its first stem is the check image
+    experiment: str  # MLflow experiment searched for runs
+    model_name: str  # registered model name
+    alias: str  # alias given to the new (or reused) version
+    metric: str  # run metric that ranks candidates, higher is better
+
+
+def registered_model_name(register_conf: str | Path) -> str:
+    """`model_name` of a register config (e.g. conf/register.yaml); raises lib.config.ConfigError."""
+    from lib.config import load_config
+
+    return load_config(RegisterConfig, register_conf).model_name
+
+
+def register_conf_for(conf: str | Path, given: str | None = None) -> Path:
+    """The register config that names the model a gates config inspects: `given`, else the
+    register.yaml beside `conf` (conf/gates.yaml -> conf/register.yaml)."""
+    return Path(given) if given else Path(conf).with_name("register.yaml")

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_MODEL_PATH = "models/model.onnx"
-REGISTRY_MODEL_URI = "models:/polyp-seg-unet@production"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from bin_helpers import load_bin
 
 from lib.gates import (
@@ -102,3 +103,19 @@ def test_cli_fails_on_slow_latency_and_missing_parity(reports, tmp_path, capsys)
     slow.write_text(json.dumps({"gate": {"p50_ms": 151.0}}))
     assert load_bin("gates").main(cli_args(reports, latency=slow, parity=tmp_path / "absent.json")) == 1
     assert "FAILED: onnx_parity, cpu_latency_p50" in capsys.readouterr().out
+
+
+def test_the_registered_name_comes_from_the_register_conf(reports, tmp_path, monkeypatch):
+    # conf/register.yaml names the model once; gates (and promote) read it from there, not conf/gates.yaml.
+    from lib.tracking import registered_model_name
+
+    assert "model_name" not in yaml.safe_load((ROOT / "conf/gates.yaml").read_text())
+    gates, seen = load_bin("gates"), []
+    monkeypatch.setattr(gates, "gather", lambda cfg: seen.append(cfg.model_name) or [])
+    gates.main(cli_args(reports))
+    other = tmp_path / "register.yaml"
+    text = (ROOT / "conf/register.yaml").read_text()
+    other.write_text(text.replace("model_name: polyp-seg-unet", "model_name: other"))
+    gates.main([*cli_args(reports), "--register-conf", str(other)])
+    assert seen == ["polyp-seg-unet", "other"]
+    assert registered_model_name(ROOT / "conf/register.yaml") == "polyp-seg-unet"

@@ -26,14 +26,17 @@ def create_app(
     predictor: Predictor | None,
     settings: Settings | None = None,
     loader: Callable[[], Predictor] | None = None,
+    boot_wait_s: float = 0.0,
 ) -> falcon.App:
     """The API around `predictor`.
 
     With `predictor` None the model endpoints answer 503; a `loader` is then run in a background
-    thread at once and again every `settings.model_retry_s` seconds until it returns a predictor.
+    thread at once and again every `settings.model_retry_s` seconds until it returns a predictor;
+    the app is returned once the first attempt has ended, or after `boot_wait_s` seconds at most.
     """
     settings = settings or Settings()
     slot = ModelSlot(predictor, loader, settings.model_retry_s)
+    slot.wait_first_attempt(boot_wait_s)
     metrics = metrics_for_process()
     ledger = InflightLedger(ledger_dir()) if ledger_dir() else None
     app = falcon.App(middleware=[RequestObserver(slot, metrics, ledger)])
@@ -65,4 +68,8 @@ def get_app() -> falcon.App:
             settings.registry_timeout_s,
         )
 
-    return create_app(None, settings, loader=loader)
+    # A worker starts accepting requests when this returns. Wait for a local model (a second or so),
+    # so a new or restarted worker never answers 503 beside ready ones; a registry load is remote
+    # and may hang, so there the worker comes up at once and answers 503 until its model is in.
+    boot_wait_s = 0.0 if settings.model_uri else settings.boot_wait_s
+    return create_app(None, settings, loader=loader, boot_wait_s=boot_wait_s)

@@ -36,6 +36,7 @@ class ModelSlot:
         self._loader = loader
         self._retry_s = max(retry_s, 0.05)  # 0 in tests: retry at once, without spinning a core
         self._wake = threading.Event()
+        self.first_attempt = threading.Event()  # set once the first load has succeeded or failed
         if predictor is None and loader is not None:
             self.error = "the model is loading"
             threading.Thread(target=self._load_until_loaded, name="model-loader", daemon=True).start()
@@ -50,6 +51,11 @@ class ModelSlot:
             time.sleep(0.02)
         return self.predictor is not None
 
+    def wait_first_attempt(self, timeout: float) -> None:
+        """Block up to `timeout` seconds for the first load attempt to end, whatever its outcome."""
+        if self._loader is not None and self.predictor is None:
+            self.first_attempt.wait(timeout)
+
     def _load_until_loaded(self) -> None:
         while self.predictor is None:
             try:
@@ -61,9 +67,11 @@ class ModelSlot:
                     exc_info=not isinstance(err, ModelError),  # a bug in loading: keep its traceback
                     extra={"fields": {"error": str(err)[:2000], "retry_s": self._retry_s}},
                 )
+                self.first_attempt.set()
                 self._wake.wait(self._retry_s)
                 continue
             self.error = ""
+            self.first_attempt.set()
             model_log.info("model loaded", extra={"fields": {"model_version": self.predictor.meta.version}})
 
     @property

@@ -24,6 +24,7 @@ class Settings:
     shadow_dir: str = ""  # when set, store every request's image, mask and record here
     ort_threads: int = 1  # onnxruntime intra-op threads per worker (workers x threads <= cores)
     model_retry_s: float = 30.0  # seconds between attempts to load a model that failed to load
+    boot_wait_s: float = 10.0  # a worker waits this long at most for a local model before accepting requests
     registry_timeout_s: int = 10  # seconds per MLflow registry HTTP call (one retry) while loading
     read_timeout_s: float = 10.0  # a request's headers and body must arrive within this, from its first byte
     max_running: int = 1  # predictions computed at once per worker (its onnxruntime threads serve one)
@@ -105,6 +106,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         shadow_dir=env.get("POLYPSEG_SHADOW_DIR", "").strip(),
         ort_threads=_int(env, "POLYPSEG_ORT_THREADS", defaults.ort_threads, 1),
         model_retry_s=_float(env, "POLYPSEG_MODEL_RETRY_S", defaults.model_retry_s, 0.0),
+        boot_wait_s=_float(env, "POLYPSEG_BOOT_WAIT_S", defaults.boot_wait_s, 0.0),
         registry_timeout_s=_int(env, "POLYPSEG_REGISTRY_TIMEOUT_S", defaults.registry_timeout_s, 1),
         read_timeout_s=_float(env, "POLYPSEG_READ_TIMEOUT_S", defaults.read_timeout_s, 0.1),
         max_running=_int(env, "POLYPSEG_MAX_RUNNING", defaults.max_running, 1),

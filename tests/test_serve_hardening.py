@@ -2,6 +2,7 @@
 blocks or crashes, shadow-mode quotas and permissions, CORS, /metrics access, no server paths."""
 
 import json
+import logging
 import os
 import socket
 import stat
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from serve.admission import AdmissionGate, Overloaded, QueueTimeout
-from serve.app import create_app
+from serve.app import create_app, get_app
 from serve.deadline import DeadlineSocket, ReadTimeout, client_gone
 from serve.imagecheck import image_end
 from serve.inflight import InflightLedger, take_lost
@@ -197,6 +198,17 @@ def test_a_slow_loader_blocks_neither_boot_nor_health(predictor):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert post(client).status_code == 200
+
+
+def test_a_local_model_is_loaded_before_the_app_accepts_requests(model_path, monkeypatch):
+    """A new or restarted worker must not answer 503 beside ready ones while its model loads."""
+    logger = logging.getLogger("polypseg")  # get_app configures it; undo that for the other tests
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "propagate", True)
+    monkeypatch.setenv("POLYPSEG_MODEL_PATH", str(model_path))
+    monkeypatch.delenv("POLYPSEG_MODEL_URI", raising=False)
+    client = falcon.testing.TestClient(get_app())
+    assert client.simulate_get("/readyz").status_code == 200  # at once, no polling
 
 
 def test_any_loader_exception_is_a_503_with_a_reason_never_a_crash(tmp_path, model_path):

@@ -69,18 +69,25 @@ def make_jpegs() -> dict[str, bytes]:
 
 
 def post_once(port: int, body: bytes, timeout: float = 60.0) -> tuple[int, float]:
+    """(status, ms); 0 = timeout or reset. A 429/503 is followed by the Retry-After pause it asks
+    for, as an HTTP client should (not counted in ms)."""
     start = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    retry_after = 0.0
     try:
         conn.request("POST", "/predict?format=png", body=body, headers={"Content-Type": "image/jpeg"})
         resp = conn.getresponse()
         resp.read()
         status = resp.status
+        if status in (429, 503):
+            retry_after = float(resp.getheader("Retry-After") or 0)
     except OSError:
         status = 0
     finally:
         conn.close()
-    return status, (time.perf_counter() - start) * 1e3
+    ms = (time.perf_counter() - start) * 1e3
+    time.sleep(retry_after)
+    return status, ms
 
 
 def run_load(port: int, body: bytes, concurrency: int, requests: int) -> dict:
@@ -251,8 +258,6 @@ def overload_scenario(
                 statuses[status] += 1
                 if status == 200:
                     accepted_ms.append(ms)
-            if status in (429, 503):
-                time.sleep(0.05)  # a polite client backs off a little (Retry-After says 1 s)
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     for t in threads:

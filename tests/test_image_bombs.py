@@ -24,17 +24,13 @@ import numpy as np
 import pytest
 
 from serve.app import create_app
-from serve.imagecheck import (
+from serve.imagecheck import BadImage, ImageTooLarge, decode_checked, read_header, read_jpeg_size
+from serve.png_stream import (
     PNG_IDAT_MARGIN,
     PNG_METADATA_LIMIT,
     PNG_SIGNATURE,
-    BadImage,
-    ImageTooLarge,
     check_png_stream,
-    decode_checked,
     png_raw_size,
-    read_header,
-    read_jpeg_size,
 )
 from serve.predictor import load_local
 from serve.settings import Settings

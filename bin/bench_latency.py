@@ -66,8 +66,14 @@ def timings(fn, runs: int, warmup: int) -> dict:
         fn()
         ms[i] = (time.perf_counter() - t0) * 1e3
     p50, p95, p99 = (float(v) for v in np.percentile(ms, [50, 95, 99]))
-    return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "mean_ms": float(ms.mean()),
-            "min_ms": float(ms.min()), "runs": runs}  # fmt: skip
+    return {
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "p99_ms": p99,
+        "mean_ms": float(ms.mean()),
+        "min_ms": float(ms.min()),
+        "runs": runs,
+    }
 
 
 def measure(run_model, rgb, meta: ModelMeta, cfg: BenchConfig) -> dict:
@@ -159,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict = {}
     for threads in cfg.threads:
-        row = {f"onnxruntime_{k}": measure(onnx_runner(p, threads, meta, cfg.spinning), rgb, meta, cfg)
-               for k, p in models.items()}  # fmt: skip
+        row = {
+            f"onnxruntime_{k}": measure(onnx_runner(p, threads, meta, cfg.spinning), rgb, meta, cfg)
+            for k, p in models.items()
+        }
         if torch_model is not None:
             row["pytorch_eager"] = measure(torch_runner(torch_model, threads), rgb, meta, cfg)
             ort_p50 = row["onnxruntime_fp32"]["inference"]["p50_ms"]
@@ -175,22 +183,42 @@ def main(argv: list[str] | None = None) -> int:
     decision = decide_int8(cfg, meta, models, gate_row) if cfg.quantize.enabled else None
     default = decision["default_model"] if decision else "fp32"
     gate = gate_row[f"onnxruntime_{default}"]["end_to_end"]
-    environment = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                   "onnxruntime": onnxruntime.__version__, "inter_op_threads": 1,
-                   "execution_mode": "sequential", "spinning": cfg.spinning}  # fmt: skip
-    write_json(cfg.out, {
-        "gate": {"p50_ms": gate["p50_ms"], "p95_ms": gate["p95_ms"], "measure": "end_to_end",
-                 "model": default, "threads": cfg.gate_threads, "input_size": meta.input_size},
-        "default_model": str(models[default]), "results": results, "int8": decision,
-        "image": {"stem": stem, "height": int(rgb.shape[0]), "width": int(rgb.shape[1])},
-        "model_version": meta.model_version, "environment": environment, "config": to_dict(cfg),
-    })  # fmt: skip
+    environment = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "onnxruntime": onnxruntime.__version__,
+        "inter_op_threads": 1,
+        "execution_mode": "sequential",
+        "spinning": cfg.spinning,
+    }
+    write_json(
+        cfg.out,
+        {
+            "gate": {
+                "p50_ms": gate["p50_ms"],
+                "p95_ms": gate["p95_ms"],
+                "measure": "end_to_end",
+                "model": default,
+                "threads": cfg.gate_threads,
+                "input_size": meta.input_size,
+            },
+            "default_model": str(models[default]),
+            "results": results,
+            "int8": decision,
+            "image": {"stem": stem, "height": int(rgb.shape[0]), "width": int(rgb.shape[1])},
+            "model_version": meta.model_version,
+            "environment": environment,
+            "config": to_dict(cfg),
+        },
+    )
     ratio = gate_row.get("ratio_pytorch_to_onnxruntime_p50")
     fp32 = gate_row["onnxruntime_fp32"]["inference"]["p50_ms"]
-    print(f"bench_latency: onnxruntime fp32 inference p50 {fp32:.1f} ms at {cfg.gate_threads} thread(s)"
-          + (f", PyTorch eager {ratio:.2f}x that" if ratio else "")
-          + (f"; default {default} ({decision['reason']})" if decision else "")
-          + f"; gate p50 {gate['p50_ms']:.1f} ms end to end -> {cfg.out}")  # fmt: skip
+    print(
+        f"bench_latency: onnxruntime fp32 inference p50 {fp32:.1f} ms at {cfg.gate_threads} thread(s)"
+        + (f", PyTorch eager {ratio:.2f}x that" if ratio else "")
+        + (f"; default {default} ({decision['reason']})" if decision else "")
+        + f"; gate p50 {gate['p50_ms']:.1f} ms end to end -> {cfg.out}"
+    )
     return 0
 
 

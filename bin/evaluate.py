@@ -347,8 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, stems in splits.items():
         missing = [s for s in stems if s not in images or s not in masks]
         if missing or not stems:
-            print(f"evaluate: split {name}: {len(missing)} stems without image or mask, e.g. {missing[:3]}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"evaluate: split {name}: {len(missing)} stems without image or mask, e.g. {missing[:3]}",
+                file=sys.stderr,
+            )
             return 2
     named = [("choose_on", cfg.choose_on)]
     if cfg.negatives.enabled:
@@ -377,9 +379,16 @@ def main(argv: list[str] | None = None) -> int:
 
     sha, dirty = git_state()
     meta = ckpt["metadata"]
-    provenance = {"git_sha": sha, "git_dirty": dirty, "data_rev": data_revision(),
-                  "model_version": meta["model_version"], "model_git_sha": meta["git_sha"],
-                  "checkpoint": cfg.checkpoint, "run_id": meta["run_id"], "tta": cfg.tta}  # fmt: skip
+    provenance = {
+        "git_sha": sha,
+        "git_dirty": dirty,
+        "data_rev": data_revision(),
+        "model_version": meta["model_version"],
+        "model_git_sha": meta["git_sha"],
+        "checkpoint": cfg.checkpoint,
+        "run_id": meta["run_id"],
+        "tta": cfg.tta,
+    }
     # Counts are kept at every candidate threshold, so the choice needs no second pass.
     if decision:
         thresholds = [decision.threshold]
@@ -394,8 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     k = thresholds.index(decision.threshold)
     save_decision(out_dir / "decision.json", decision)
     save_config(cfg, out_dir / "config.yaml")
-    print(f"evaluate: threshold {decision.threshold}, min area {decision.min_area_fraction} "
-          f"(chosen on {decision.chosen_on}) -> {out_dir}/decision.json")  # fmt: skip
+    print(
+        f"evaluate: threshold {decision.threshold}, min area {decision.min_area_fraction} "
+        f"(chosen on {decision.chosen_on}) -> {out_dir}/decision.json"
+    )
 
     results = {
         name: write_split(

@@ -48,8 +48,11 @@ def read_decision(path: str) -> Decision:
         if bad:  # NaN fails the comparison too
             raise ValueError(f"{' and '.join(bad)} must be in [0, 1]")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        why = {FileNotFoundError: "not found", KeyError: f"no key {exc}",
-               TypeError: "not a JSON object of numbers"}.get(type(exc), str(exc))  # fmt: skip
+        why = {
+            FileNotFoundError: "not found",
+            KeyError: f"no key {exc}",
+            TypeError: "not a JSON object of numbers",
+        }.get(type(exc), str(exc))
         raise ValueError(
             f"cannot use the operating point {path} ({why}); run the evaluate stage first "
             "(make evaluate, or make smoke for conf/smoke), which chooses it on validation"
@@ -86,12 +89,25 @@ def main(argv: list[str] | None = None) -> int:
     write_model_json(out / "model.json", meta)
     save_config(cfg, out / "export_config.yaml")
     static = results["static"]
-    write_json(cfg.parity_report, {"passed": passed, "tolerance": cfg.tolerance,
-               "mean_abs_diff": static["mean_abs_diff"], "max_abs_diff": static["max_abs_diff"],
-               "n_images": len(images), "opset": meta.opset, "onnx": checks, "parity": results,
-               "model_version": meta.model_version, "sha256": meta.sha256})  # fmt: skip
-    line = (f"parity mean|diff|={static['mean_abs_diff']:.2e} max={static['max_abs_diff']:.2e} "
-            f"on {len(images)} images (tolerance {cfg.tolerance:g})")  # fmt: skip
+    write_json(
+        cfg.parity_report,
+        {
+            "passed": passed,
+            "tolerance": cfg.tolerance,
+            "mean_abs_diff": static["mean_abs_diff"],
+            "max_abs_diff": static["max_abs_diff"],
+            "n_images": len(images),
+            "opset": meta.opset,
+            "onnx": checks,
+            "parity": results,
+            "model_version": meta.model_version,
+            "sha256": meta.sha256,
+        },
+    )
+    line = (
+        f"parity mean|diff|={static['mean_abs_diff']:.2e} max={static['max_abs_diff']:.2e} "
+        f"on {len(images)} images (tolerance {cfg.tolerance:g})"
+    )
     if not passed:
         print(f"export_onnx: FAILED {line}; see {cfg.parity_report}", file=sys.stderr)
         return 1

@@ -45,16 +45,31 @@ def main(argv: list[str] | None = None) -> int:
     check = verify_model(uri, image_bytes)
     ok = check["has_signature"] and check["has_input_example"]
     version = c.get_model_version(cfg.model_name, version.version)
-    write_json(cfg.report, {"passed": ok, "model_name": cfg.model_name, "version": str(version.version),
-               "alias": cfg.alias, "reused": reused, "run_id": run.info.run_id,
-               cfg.metric: run.data.metrics[cfg.metric], "source": version.source, "uri": uri,
-               "verification": {**check, "image": stem}, "tags": dict(version.tags),
-               "tracking_uri": mlflow.get_tracking_uri(), "config": to_dict(cfg)})  # fmt: skip
+    write_json(
+        cfg.report,
+        {
+            "passed": ok,
+            "model_name": cfg.model_name,
+            "version": str(version.version),
+            "alias": cfg.alias,
+            "reused": reused,
+            "run_id": run.info.run_id,
+            cfg.metric: run.data.metrics[cfg.metric],
+            "source": version.source,
+            "uri": uri,
+            "verification": {**check, "image": stem},
+            "tags": dict(version.tags),
+            "tracking_uri": mlflow.get_tracking_uri(),
+            "config": to_dict(cfg),
+        },
+    )
     state = "reused" if reused else "new"
     card = f"signature={check['has_signature']} input_example={check['has_input_example']}"
-    print(f"register: {cfg.model_name} v{version.version} ({state}) from run {run.info.run_id} "
-          f"{cfg.metric}={run.data.metrics[cfg.metric]:.4f} -> @{cfg.alias}; loaded via {uri}: "
-          f"{card} -> {cfg.report}")  # fmt: skip
+    print(
+        f"register: {cfg.model_name} v{version.version} ({state}) from run {run.info.run_id} "
+        f"{cfg.metric}={run.data.metrics[cfg.metric]:.4f} -> @{cfg.alias}; loaded via {uri}: "
+        f"{card} -> {cfg.report}"
+    )
     return 0 if ok else 1
 
 

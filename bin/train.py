@@ -109,8 +109,14 @@ def train_negatives(cfg: TrainConfig, stems: list[str]) -> np.ndarray:
     images, masks = list_images(images_dir), list_images(masks_dir)
     crops = []
     for stem in sorted(stems):
-        crops += crop_negatives(read_image(images[stem]), read_mask(masks[stem]), cfg.negatives.crops,
-                                cfg.seed, stem, cfg.model.input_size)  # fmt: skip
+        crops += crop_negatives(
+            read_image(images[stem]),
+            read_mask(masks[stem]),
+            cfg.negatives.crops,
+            cfg.seed,
+            stem,
+            cfg.model.input_size,
+        )
     if not crops:
         raise ValueError(f"no polyp-free crops found in {len(stems)} training frames")
     print(f"train: {len(crops)} polyp-free crops from {len(stems)} training frames", flush=True)
@@ -148,10 +154,17 @@ def main(argv: list[str] | None = None) -> int:
         neg_images = train_negatives(cfg, [stem for stem, row in rows.items() if row in wanted])
         n_neg = len(neg_images)
         neg_masks = np.zeros(neg_images.shape[:3], np.uint8)
-        sets.append(SegmentationDataset(neg_images, neg_masks, range(n_neg), mean, std, cfg.augment,
-                                        cfg.seed + 1))  # fmt: skip
-    sampler = MixedBatchSampler(len(train_set), n_neg, cfg.optim.batch_size, cfg.negatives.per_batch,
-                                cfg.seed, drop_last=len(train_set) > cfg.optim.batch_size)  # fmt: skip
+        sets.append(
+            SegmentationDataset(neg_images, neg_masks, range(n_neg), mean, std, cfg.augment, cfg.seed + 1)
+        )
+    sampler = MixedBatchSampler(
+        len(train_set),
+        n_neg,
+        cfg.optim.batch_size,
+        cfg.negatives.per_batch,
+        cfg.seed,
+        drop_last=len(train_set) > cfg.optim.batch_size,
+    )
     train_loader = DataLoader(ConcatDataset(sets), batch_sampler=sampler, num_workers=cfg.runtime.workers)
     val_loader = DataLoader(val_set, cfg.optim.batch_size * 2, num_workers=cfg.runtime.workers)
 
@@ -176,13 +189,28 @@ def main(argv: list[str] | None = None) -> int:
     mlflow = setup_mlflow(cfg.experiment)
     with mlflow.start_run() as run:
         model_version = f"{sha[:7]}-{run.info.run_id[:8]}"
-        mlflow.set_tags({"git_sha": sha, "git_dirty": str(dirty), "data_rev": data_rev,
-                         "model_version": model_version, "device": device.type})  # fmt: skip
-        mlflow.log_params({**flatten(to_dict(cfg)), "n_train": len(train_set), "n_train_negatives": n_neg,
-                           "n_val": len(val_set),
-                           "n_parameters": count_parameters(model)})  # fmt: skip
-        print(f"train: {len(train_set)} train / {len(val_set)} val images on {device} (amp={amp}, "
-              f"channels_last={channels_last}), run {run.info.run_id}")  # fmt: skip
+        mlflow.set_tags(
+            {
+                "git_sha": sha,
+                "git_dirty": str(dirty),
+                "data_rev": data_rev,
+                "model_version": model_version,
+                "device": device.type,
+            }
+        )
+        mlflow.log_params(
+            {
+                **flatten(to_dict(cfg)),
+                "n_train": len(train_set),
+                "n_train_negatives": n_neg,
+                "n_val": len(val_set),
+                "n_parameters": count_parameters(model),
+            }
+        )
+        print(
+            f"train: {len(train_set)} train / {len(val_set)} val images on {device} (amp={amp}, "
+            f"channels_last={channels_last}), run {run.info.run_id}"
+        )
         best, best_epoch, history, start = -1.0, 0, [], time.time()
         for epoch in range(1, cfg.optim.epochs + 1):
             t0 = time.time()
@@ -190,29 +218,63 @@ def main(argv: list[str] | None = None) -> int:
                 dataset.set_epoch(epoch)
             sampler.set_epoch(epoch)
             size = size_for_epoch(epoch, cfg.optim.epochs, cfg.optim.progressive, cfg.model.input_size)
-            loss = train_one_epoch(model, train_loader, loss_fn, optimiser, scheduler, device, amp,
-                                   channels_last, scaler, cfg.runtime.log_every, size, average)  # fmt: skip
+            loss = train_one_epoch(
+                model,
+                train_loader,
+                loss_fn,
+                optimiser,
+                scheduler,
+                device,
+                amp,
+                channels_last,
+                scaler,
+                cfg.runtime.log_every,
+                size,
+                average,
+            )
             scored = average.module() if average else model  # what is validated is what is saved
             val = validate(scored, val_loader, device, amp, channels_last, cfg.threshold)
             elapsed = time.time() - t0
-            history.append({"epoch": epoch, "size": size, "loss": loss,
-                            **{f"val_{k}": v for k, v in val.items()},
-                            "lr": scheduler.get_last_lr()[0], "seconds": elapsed})  # fmt: skip
+            history.append(
+                {
+                    "epoch": epoch,
+                    "size": size,
+                    "loss": loss,
+                    **{f"val_{k}": v for k, v in val.items()},
+                    "lr": scheduler.get_last_lr()[0],
+                    "seconds": elapsed,
+                }
+            )
             mlflow.log_metrics({k: v for k, v in history[-1].items() if k != "epoch"}, step=epoch)
             improved = val["dice"] > best
             if improved:
                 best, best_epoch = val["dice"], epoch
-                torch.save({"state_dict": scored.state_dict(), "model_config": asdict(cfg.model),
-                            "config": to_dict(cfg), "mean": list(mean), "std": list(std),
-                            "threshold": cfg.threshold,  # the operating threshold's one source
-                            "metadata": {"git_sha": sha, "git_dirty": dirty, "data_rev": data_rev,
-                                         "model_version": model_version, "run_id": run.info.run_id,
-                                         "epoch": epoch, "val_dice": val["dice"]}},
-                           out / "best.pt")  # fmt: skip
+                torch.save(
+                    {
+                        "state_dict": scored.state_dict(),
+                        "model_config": asdict(cfg.model),
+                        "config": to_dict(cfg),
+                        "mean": list(mean),
+                        "std": list(std),
+                        "threshold": cfg.threshold,  # the operating threshold's one source
+                        "metadata": {
+                            "git_sha": sha,
+                            "git_dirty": dirty,
+                            "data_rev": data_rev,
+                            "model_version": model_version,
+                            "run_id": run.info.run_id,
+                            "epoch": epoch,
+                            "val_dice": val["dice"],
+                        },
+                    },
+                    out / "best.pt",
+                )
             eta = (time.time() - start) / epoch * (cfg.optim.epochs - epoch)
-            print(f"epoch {epoch}/{cfg.optim.epochs} loss {loss:.4f} val_dice {val['dice']:.4f} "
-                  f"val_iou {val['iou']:.4f} {elapsed:.0f}s eta {eta / 60:.1f}m{' *' if improved else ''}",
-                  flush=True)  # fmt: skip
+            print(
+                f"epoch {epoch}/{cfg.optim.epochs} loss {loss:.4f} val_dice {val['dice']:.4f} "
+                f"val_iou {val['iou']:.4f} {elapsed:.0f}s eta {eta / 60:.1f}m{' *' if improved else ''}",
+                flush=True,
+            )
             if epoch - best_epoch >= cfg.optim.patience:
                 print(f"train: early stop, no better val Dice for {cfg.optim.patience} epochs")
                 break
@@ -222,16 +284,26 @@ def main(argv: list[str] | None = None) -> int:
             writer = csv.DictWriter(fh, fieldnames=list(history[0]))
             writer.writeheader()
             writer.writerows(history)
-        summary = {"best_val_dice": best, "best_epoch": best_epoch, "epochs_run": len(history),
-                   "wall_seconds": wall, "peak_rss_mb": peak_mb, "run_id": run.info.run_id,
-                   "model_version": model_version, "device": device.type, "amp": amp,
-                   "channels_last": channels_last}  # fmt: skip
+        summary = {
+            "best_val_dice": best,
+            "best_epoch": best_epoch,
+            "epochs_run": len(history),
+            "wall_seconds": wall,
+            "peak_rss_mb": peak_mb,
+            "run_id": run.info.run_id,
+            "model_version": model_version,
+            "device": device.type,
+            "amp": amp,
+            "channels_last": channels_last,
+        }
         write_json(cfg.metrics, summary)
         mlflow.log_metrics({"best_val_dice": best, "wall_seconds": wall, "peak_rss_mb": peak_mb})
         for path in (out / "config.yaml", out / "history.csv", "requirements.lock", out / "best.pt"):
             mlflow.log_artifact(str(path), artifact_path="training")
-    print(f"train: best val_dice={best:.4f} at epoch {best_epoch}, {wall / 60:.1f} min, "
-          f"peak RSS {peak_mb:.0f} MB -> {out / 'best.pt'} (run {run.info.run_id})")  # fmt: skip
+    print(
+        f"train: best val_dice={best:.4f} at epoch {best_epoch}, {wall / 60:.1f} min, "
+        f"peak RSS {peak_mb:.0f} MB -> {out / 'best.pt'} (run {run.info.run_id})"
+    )
     return 0
 
 

@@ -60,8 +60,9 @@ class StructureLoss(nn.Module):
             raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
         with torch.autocast(device_type=logits.device.type, enabled=False):  # sums need float32
             logits, target = logits.float(), target.float()
-            local = F.avg_pool2d(target, self.kernel, stride=1, padding=self.kernel // 2,
-                                 count_include_pad=False)  # fmt: skip
+            local = F.avg_pool2d(
+                target, self.kernel, stride=1, padding=self.kernel // 2, count_include_pad=False
+            )
             weight = 1.0 + self.gain * (local - target).abs()
             dims = (1, 2, 3)
             bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")

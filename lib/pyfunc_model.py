@@ -90,7 +90,7 @@ def pyfunc_signature(threshold: float) -> ModelSignature:
                 ColSpec("double", "polyp_fraction"),
                 ColSpec("boolean", "polyp_detected"),
             ]
-        ),  # fmt: skip
+        ),
         params=ParamSchema([ParamSpec("threshold", "double", float(threshold))]),
     )
 

@@ -71,5 +71,11 @@ def int8_decision(
         f"p50 {int8_p50_ms:.1f} ms vs fp32 {fp32_p50_ms:.1f} ms ({'faster' if faster else 'not faster'})",
         f"Dice loss {loss:+.4f} ({'<' if loss < max_dice_loss else '>='} {max_dice_loss})",
     ]
-    return {"default_model": "int8" if adopt else "fp32", "adopted": adopt, "faster": faster,
-            "dice_loss": loss, "max_dice_loss": max_dice_loss, "reason": "; ".join(reasons)}  # fmt: skip
+    return {
+        "default_model": "int8" if adopt else "fp32",
+        "adopted": adopt,
+        "faster": faster,
+        "dice_loss": loss,
+        "max_dice_loss": max_dice_loss,
+        "reason": "; ".join(reasons),
+    }

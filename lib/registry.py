@@ -63,9 +63,14 @@ def run_for_checkpoint(mlflow, experiment: str, meta: dict) -> tuple[str, bool]:
     except MlflowException:
         pass
     exp = mlflow.get_experiment_by_name(experiment)
-    tags = {"git_sha": meta["git_sha"], "git_dirty": str(meta.get("git_dirty")), "data_rev": meta["data_rev"],
-            "model_version": meta["model_version"], "source_run_id": meta["run_id"],
-            "mlflow.runName": f"export-{meta['model_version']}"}  # fmt: skip
+    tags = {
+        "git_sha": meta["git_sha"],
+        "git_dirty": str(meta.get("git_dirty")),
+        "data_rev": meta["data_rev"],
+        "model_version": meta["model_version"],
+        "source_run_id": meta["run_id"],
+        "mlflow.runName": f"export-{meta['model_version']}",
+    }
     run = c.create_run(exp.experiment_id, tags=tags)
     if meta.get("val_dice") is not None:
         c.log_metric(run.info.run_id, "best_val_dice", float(meta["val_dice"]))

@@ -5,10 +5,27 @@ from __future__ import annotations
 
 import html
 
-COLUMNS = ("n_images", "dice_mean", "iou_mean", "precision_mean", "recall_mean", "dice_median",
-           "dice_pooled", "iou_pooled", "average_precision", "ece")  # fmt: skip
-IMAGE_LEVEL = ("n_positive", "true_positives", "sensitivity", "n_negative", "true_negatives", "specificity",
-               "balanced_accuracy")  # fmt: skip
+COLUMNS = (
+    "n_images",
+    "dice_mean",
+    "iou_mean",
+    "precision_mean",
+    "recall_mean",
+    "dice_median",
+    "dice_pooled",
+    "iou_pooled",
+    "average_precision",
+    "ece",
+)
+IMAGE_LEVEL = (
+    "n_positive",
+    "true_positives",
+    "sensitivity",
+    "n_negative",
+    "true_negatives",
+    "specificity",
+    "balanced_accuracy",
+)
 NEGATIVES = ("n_images", "fp_image_rate", "fp_area_mean", "detected_rate")
 
 

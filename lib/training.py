@@ -110,9 +110,19 @@ class WeightAverage:
 
 
 def train_one_epoch(
-    model, loader, loss_fn, optimiser, scheduler, device, amp, channels_last, scaler, log_every,
-    size: int | None = None, average: WeightAverage | None = None,
-):  # fmt: skip
+    model,
+    loader,
+    loss_fn,
+    optimiser,
+    scheduler,
+    device,
+    amp,
+    channels_last,
+    scaler,
+    log_every,
+    size: int | None = None,
+    average: WeightAverage | None = None,
+):
     model.train()
     total, n, start = 0.0, 0, time.time()
     for step, (x, y) in enumerate(loader, 1):

@@ -35,9 +35,17 @@ def test_cli_times_onnxruntime_and_pytorch_and_records_the_int8_decision(tmp_pat
 
     model = write_tiny_model(tmp_path / "models", size=64)
     ckpt = save_tiny_checkpoint(tmp_path / "best.pt", size=64)
-    sets = {"model": model, "checkpoint": ckpt, "out": tmp_path / "latency.json", "runs": 5, "warmup": 1,
-            "threads": "[1]", "quantize.calibration_images": 2, "quantize.eval_images": 2,
-            "quantize.out_dir": tmp_path / "int8"}  # fmt: skip
+    sets = {
+        "model": model,
+        "checkpoint": ckpt,
+        "out": tmp_path / "latency.json",
+        "runs": 5,
+        "warmup": 1,
+        "threads": "[1]",
+        "quantize.calibration_images": 2,
+        "quantize.eval_images": 2,
+        "quantize.out_dir": tmp_path / "int8",
+    }
     args = ["--conf", str(ROOT / "conf/bench_latency.yaml")]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]

@@ -27,8 +27,20 @@ from lib.pyfunc_model import example_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw" / "Kvasir-SEG"
-REQUIRED_KEYS = {"input_size", "input_name", "output_name", "mean", "std", "threshold", "min_area_fraction",
-                 "decision_chosen_on", "model_version", "git_sha", "data_rev", "opset"}  # fmt: skip
+REQUIRED_KEYS = {
+    "input_size",
+    "input_name",
+    "output_name",
+    "mean",
+    "std",
+    "threshold",
+    "min_area_fraction",
+    "decision_chosen_on",
+    "model_version",
+    "git_sha",
+    "data_rev",
+    "opset",
+}
 DECISION = Decision(threshold=0.4, min_area_fraction=0.02, chosen_on="val (5 images)")
 
 
@@ -45,11 +57,25 @@ def save_tiny_checkpoint(path: Path, run_id: str = "0" * 32, size: int = 64, val
         input_size=size,
     )
     mean, std = normalisation(cfg.encoder)
-    torch.save({"state_dict": build_model(cfg).state_dict(), "model_config": asdict(cfg), "config": {},
-                "mean": list(mean), "std": list(std),
-                "metadata": {"git_sha": "abc1234def", "git_dirty": False, "data_rev": "rev0",
-                             "model_version": "abc1234-tiny", "run_id": run_id, "epoch": 1,
-                             "val_dice": val_dice}}, path)  # fmt: skip
+    torch.save(
+        {
+            "state_dict": build_model(cfg).state_dict(),
+            "model_config": asdict(cfg),
+            "config": {},
+            "mean": list(mean),
+            "std": list(std),
+            "metadata": {
+                "git_sha": "abc1234def",
+                "git_dirty": False,
+                "data_rev": "rev0",
+                "model_version": "abc1234-tiny",
+                "run_id": run_id,
+                "epoch": 1,
+                "val_dice": val_dice,
+            },
+        },
+        path,
+    )
     return path
 
 
@@ -95,8 +121,12 @@ def test_parity_is_zero_for_identical_runners_and_exact_for_a_constant_offset():
 
 
 def test_model_metadata_carries_every_required_key():
-    ckpt = {"model_config": {"input_size": 256, "encoder": "x"}, "mean": [0.5] * 3, "std": [0.5] * 3,
-            "metadata": {"model_version": "v", "git_sha": "s", "data_rev": "d", "run_id": "r"}}  # fmt: skip
+    ckpt = {
+        "model_config": {"input_size": 256, "encoder": "x"},
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+        "metadata": {"model_version": "v", "git_sha": "s", "data_rev": "d", "run_id": "r"},
+    }
     meta = meta_to_dict(model_metadata(ckpt, opset=20, decision=DECISION, onnx_sha256="0" * 64))
     assert REQUIRED_KEYS <= set(meta) and meta["input_name"] == "input" and meta["output_name"] == "logits"
     assert (meta["threshold"], meta["min_area_fraction"], meta["decision_chosen_on"]) == (
@@ -111,10 +141,16 @@ def export_args(tmp_path: Path, ckpt: Path, *extra: str) -> list[str]:
     """CLI arguments exporting `ckpt` into tmp_path with DECISION as the operating point."""
     if not (tmp_path / "decision.json").exists():
         save_decision(tmp_path / "decision.json", DECISION)
-    sets = {"checkpoint": ckpt, "out_dir": tmp_path / "models", "parity_report": tmp_path / "parity.json",
-            "mlflow_report": tmp_path / "mlflow.json", "images_dir": RAW / "images",
-            "parity_split": ROOT / "data/splits/val.csv", "dynamic": "false",
-            "decision": tmp_path / "decision.json"}  # fmt: skip
+    sets = {
+        "checkpoint": ckpt,
+        "out_dir": tmp_path / "models",
+        "parity_report": tmp_path / "parity.json",
+        "mlflow_report": tmp_path / "mlflow.json",
+        "images_dir": RAW / "images",
+        "parity_split": ROOT / "data/splits/val.csv",
+        "dynamic": "false",
+        "decision": tmp_path / "decision.json",
+    }
     args = ["--conf", str(ROOT / "conf/export_onnx.yaml")]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]

@@ -27,8 +27,14 @@ def test_prepare_input_shape_dtype_and_geometry():
 
 def test_normalise_then_denormalise_is_identity():
     rgb = np.random.default_rng(0).integers(0, 256, (8, 9, 3), dtype=np.uint8)
-    assert np.array_equal(denormalise(normalise(rgb, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-                                      (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), rgb)  # fmt: skip
+    assert np.array_equal(
+        denormalise(
+            normalise(rgb, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+            (0.485, 0.456, 0.406),
+            (0.229, 0.224, 0.225),
+        ),
+        rgb,
+    )
 
 
 def test_normalise_puts_channels_first():

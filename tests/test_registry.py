@@ -70,8 +70,15 @@ def mlflow(tmp_path, monkeypatch, empty_store):
 
 
 def checkpoint_meta(run_id: str = "f" * 32, val_dice: float = 0.7, version: str = "abc1234-00000000") -> dict:
-    return {"git_sha": "abc1234", "git_dirty": False, "data_rev": "rev0", "model_version": version,
-            "run_id": run_id, "epoch": 3, "val_dice": val_dice}  # fmt: skip
+    return {
+        "git_sha": "abc1234",
+        "git_dirty": False,
+        "data_rev": "rev0",
+        "model_version": version,
+        "run_id": run_id,
+        "epoch": 3,
+        "val_dice": val_dice,
+    }
 
 
 def export_tiny(mlflow, tmp_path: Path, meta: dict, decision: Decision | None = None) -> dict:
@@ -171,9 +178,11 @@ def test_register_picks_the_best_run_sets_staging_and_reuses_the_version(mlflow,
 
 @pytest.fixture
 def gate_files(tmp_path) -> dict:
-    files = {"metrics": {"dice_mean": 0.85, "n_images": 150},
-             "parity": {"passed": True, "mean_abs_diff": 1e-7, "max_abs_diff": 1e-6, "tolerance": 1e-4},
-             "latency": {"gate": {"p50_ms": 20.0}}}  # fmt: skip
+    files = {
+        "metrics": {"dice_mean": 0.85, "n_images": 150},
+        "parity": {"passed": True, "mean_abs_diff": 1e-7, "max_abs_diff": 1e-6, "tolerance": 1e-4},
+        "latency": {"gate": {"p50_ms": 20.0}},
+    }
     for name, payload in files.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(payload))
     return {name: str(tmp_path / f"{name}.json") for name in files}

@@ -30,9 +30,15 @@ def failed(root: Path, cfg: SchemaConfig = CFG) -> dict[str, list[str]]:
 
 def test_every_rule_is_registered():
     expected = {
-        "pairing", "decodable", "image_format", "mask_format",
-        "size_match", "duplicates", "foreground_fraction", "image_size",
-    }  # fmt: skip
+        "pairing",
+        "decodable",
+        "image_format",
+        "mask_format",
+        "size_match",
+        "duplicates",
+        "foreground_fraction",
+        "image_size",
+    }
     assert {r.name for r in RULES} == expected
 
 

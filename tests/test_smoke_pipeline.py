@@ -22,14 +22,26 @@ def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{out}/mlruns.db", "MLFLOW_DISABLE_TELEMETRY": "true"}
     train = run_script(
-        "train.py", "--conf", "conf/smoke/train.yaml",
-        "--set", f"out_dir={out}/models", "--set", f"metrics={out}/train_metrics.json", env=env,
-    )  # fmt: skip
+        "train.py",
+        "--conf",
+        "conf/smoke/train.yaml",
+        "--set",
+        f"out_dir={out}/models",
+        "--set",
+        f"metrics={out}/train_metrics.json",
+        env=env,
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     evaluate = run_script(
-        "evaluate.py", "--conf", "conf/smoke/evaluate.yaml",
-        "--set", f"checkpoint={out}/models/best.pt", "--set", f"out_dir={out}/eval", env=env,
-    )  # fmt: skip
+        "evaluate.py",
+        "--conf",
+        "conf/smoke/evaluate.yaml",
+        "--set",
+        f"checkpoint={out}/models/best.pt",
+        "--set",
+        f"out_dir={out}/eval",
+        env=env,
+    )
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     return out, train.stdout, evaluate.stdout, env
 
@@ -49,11 +61,30 @@ def test_every_report_file_exists(smoke_run):
     assert len(list((split / "overlays").glob("*.png"))) == 6  # 2 each of worst, best, random
     assert (out / "eval" / "index.html").read_text().count("NOT FOR CLINICAL USE") == 1
     metrics = json.loads((split / "metrics.json").read_text())
-    for key in ("dice_mean", "iou_mean", "precision_mean", "recall_mean", "n_images", "threshold",
-                "git_sha", "data_rev", "model_version", "ece", "image_level"):  # fmt: skip
+    for key in (
+        "dice_mean",
+        "iou_mean",
+        "precision_mean",
+        "recall_mean",
+        "n_images",
+        "threshold",
+        "git_sha",
+        "data_rev",
+        "model_version",
+        "ece",
+        "image_level",
+    ):
         assert key in metrics
-    for name in ("reliability.png", "decision.json", "config.yaml", "robustness.json", "robustness.png",
-                 "negatives/metrics.json", "negatives/train16.json", "negatives/montage.png"):  # fmt: skip
+    for name in (
+        "reliability.png",
+        "decision.json",
+        "config.yaml",
+        "robustness.json",
+        "robustness.png",
+        "negatives/metrics.json",
+        "negatives/train16.json",
+        "negatives/montage.png",
+    ):
         path = split / name if name == "reliability.png" else out / "eval" / name
         assert path.stat().st_size > 0, name
 
@@ -103,11 +134,23 @@ def test_another_centre_reuses_the_decision(smoke_run, tmp_path):
         mask = cv2.imread(str(raw / "masks" / path.name), cv2.IMREAD_GRAYSCALE) > 127
         cv2.imwrite(str(tmp_path / "centre" / "masks" / f"f{i}.tif"), mask.astype(np.uint16) * 65535)
     result = run_script(
-        "evaluate.py", "--conf", "conf/smoke/evaluate.yaml", "--data", str(tmp_path / "centre"),
-        "--out", str(tmp_path / "report"), "--set", f"checkpoint={out}/models/best.pt",
-        "--set", f"out_dir={out}/eval", "--set", "log_to_mlflow=false", "--set", "robustness.limit=1",
+        "evaluate.py",
+        "--conf",
+        "conf/smoke/evaluate.yaml",
+        "--data",
+        str(tmp_path / "centre"),
+        "--out",
+        str(tmp_path / "report"),
+        "--set",
+        f"checkpoint={out}/models/best.pt",
+        "--set",
+        f"out_dir={out}/eval",
+        "--set",
+        "log_to_mlflow=false",
+        "--set",
+        "robustness.limit=1",
         env=env,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     decision = json.loads((out / "eval" / "decision.json").read_text())
     reused = json.loads((tmp_path / "report" / "decision.json").read_text())

@@ -90,9 +90,10 @@ def log_exported_models(
     import onnx
 
     from lib import pyfunc_model
+    from lib.model_contract import read_model_json
     from lib.pyfunc_model import example_frame, onnx_signature, pyfunc_signature
 
-    meta = json.loads(Path(json_path).read_text())
+    meta = read_model_json(json_path)  # the one reader of the model contract
     lib_dir = str(Path(__file__).resolve().parent)
     # start_run refuses a run outside the active experiment (the training run may be in another one).
     mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(run_id).info.experiment_id)
@@ -100,8 +101,8 @@ def log_exported_models(
         onnx_info = mlflow.onnx.log_model(
             onnx.load(str(onnx_path)),
             name="onnx",
-            signature=onnx_signature(meta["input_size"], meta["input_name"], meta["output_name"]),
-            input_example={meta["input_name"]: example_input},
+            signature=onnx_signature(meta.input_size, meta.input_name, meta.output_name),
+            input_example={meta.input_name: example_input},
             pip_requirements=pinned("onnx", "onnxruntime", "numpy"),
             save_as_external_data=False,
             onnx_execution_providers=["CPUExecutionProvider"],
@@ -111,15 +112,15 @@ def log_exported_models(
             python_model=pyfunc_model.__file__,  # model from code: nothing pickled
             artifacts={"model_onnx": str(onnx_path), "model_json": str(json_path)},
             code_paths=[lib_dir],
-            signature=pyfunc_signature(meta["threshold"]),
+            signature=pyfunc_signature(meta.threshold),
             input_example=example_frame(example_jpeg),
             pip_requirements=pinned(*PYFUNC_REQUIREMENTS),
-            metadata={"model_version": meta["model_version"], "onnx_sha256": meta.get("sha256", "")},
+            metadata={"model_version": meta.model_version, "onnx_sha256": meta.sha256},
         )
         uris = {
             ONNX_TAG: onnx_info.model_uri,
             PYFUNC_TAG: pyfunc_info.model_uri,
-            SHA_TAG: meta.get("sha256", ""),
+            SHA_TAG: meta.sha256,
         }
         mlflow.set_tags(uris)
         mlflow.log_artifact(str(json_path), artifact_path="export")

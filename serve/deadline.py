@@ -56,10 +56,12 @@ class DeadlineSocket(socket.socket):
         raise ReadTimeout(f"the request was not received within {self.budget_s:g} s of its first byte")
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if getattr(self, "expired", False) and not flags:
+            # Armed or not: gunicorn's body drain and its graceful close (which runs on the worker's
+            # main loop) would otherwise wait on a trickling client for seconds more.
+            return b""
         if not getattr(self, "_armed", False) or flags:
             return super().recv(bufsize, flags)
-        if self.expired:
-            return b""
         remaining = self._remaining()
         if remaining <= 0:
             return self._expire()
@@ -73,13 +75,6 @@ class DeadlineSocket(socket.socket):
             return self._expire()
         finally:
             self.settimeout(previous)
-
-    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
-        if not getattr(self, "_armed", False) or flags:
-            return super().recv_into(buffer, nbytes, flags)
-        data = self.recv(nbytes or len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def sendall(self, data, flags: int = 0) -> None:
         # A client that stops reading its answer gets the same budget to take it, not forever.

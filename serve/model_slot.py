@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable
 
 import falcon
@@ -43,13 +42,6 @@ class ModelSlot:
 
     def get(self) -> Predictor | None:
         return self.predictor
-
-    def wait(self, timeout: float) -> bool:
-        """Block up to `timeout` seconds for a model (tests, warm-up scripts); True when loaded."""
-        deadline = time.monotonic() + timeout
-        while self.predictor is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.predictor is not None
 
     def wait_first_attempt(self, timeout: float) -> None:
         """Block up to `timeout` seconds for the first load attempt to end, whatever its outcome."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import socket
 
 from gunicorn.http import errors as http_errors
 from gunicorn.workers import gthread
@@ -104,6 +103,8 @@ class ApiWorker(ThreadWorker):
         # The answer is out: draining an unread body is gunicorn's business, under its own bound.
         if isinstance(conn.sock, DeadlineSocket):
             conn.sock.disarm()
+            if conn.sock.expired:  # after a 408 nothing more is read from this client: close now
+                return False
         return super()._keepalive_after(conn, keepalive)
 
     def handle_error(self, req, client, addr, exc):
@@ -136,15 +137,3 @@ class ApiWorker(ThreadWorker):
             client.sendall(json_error_response(status, title, description))
         except (OSError, ReadTimeout):
             pass  # the client is gone or not reading: nothing more to say
-
-    def handle_request(self, req, conn):
-        try:
-            return super().handle_request(req, conn)
-        finally:
-            # After a read timeout nothing more is read from this client: the connection closes once
-            # the 408 is out, and bytes it pipelined behind the request are never parsed.
-            if isinstance(conn.sock, DeadlineSocket) and conn.sock.expired:
-                try:
-                    conn.sock.shutdown(socket.SHUT_RD)
-                except OSError:
-                    pass

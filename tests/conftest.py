@@ -58,3 +58,19 @@ def real_samples(tmp_path_factory) -> Path:
     else:
         pytest.skip("no Kvasir-SEG copy (data/raw or ../shared/datasets/kvasir-seg.zip)")
     return root
+
+
+# The tiny real ONNX model of tests/support/tinymodel.py (64 px), for the serving tests; modules that
+# need another size define their own `model_path`.
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    from tests.support.tinymodel import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("model"), size=64)
+
+
+@pytest.fixture(scope="module")
+def predictor(model_path):
+    from serve.predictor import load_local
+
+    return load_local(model_path)

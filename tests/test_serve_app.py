@@ -25,16 +25,6 @@ MAX_BODY = 300_000  # bytes, small so the 413 test stays cheap
 MAX_PIXELS = 4_000_000
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return write_tiny_model(tmp_path_factory.mktemp("model"), size=64)
-
-
-@pytest.fixture(scope="module")
-def predictor(model_path):
-    return load_local(model_path)
-
-
 @pytest.fixture
 def settings():
     return Settings(max_body_bytes=MAX_BODY, max_pixels=MAX_PIXELS)

@@ -3,7 +3,6 @@
 import collections
 import json
 import os
-import socket
 import struct
 import time
 import urllib.parse
@@ -25,7 +24,7 @@ from test_image_bombs import (
 from serve.app import create_app
 from serve.predictor import load_local
 from serve.settings import Settings
-from tests.support.harness import Gunicorn, sample_image_bytes
+from tests.support.harness import Gunicorn, raw_exchange, sample_image_bytes
 from tests.support.tinymodel import write_tiny_model
 
 # Payloads: 1000 in make ci (a few seconds); `make bench-fuzz` runs 10,000 and writes a report.
@@ -94,15 +93,7 @@ class HttpClient:
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         lines.append(f"Content-Length: {len(body)}")
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
-        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
-            sock.sendall(request)
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        head, _, content = b"".join(chunks).partition(b"\r\n\r\n")
-        head_lines = head.decode("latin-1").split("\r\n")
-        status = int(head_lines[0].split()[1])
-        resp_headers = dict(line.split(": ", 1) for line in head_lines[1:] if ": " in line)
+        status, resp_headers, content = raw_exchange(self.port, request, timeout=30)
         return HttpResult(status, resp_headers, content)
 
     def simulate_post(self, path, **kwargs):

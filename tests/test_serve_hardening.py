@@ -25,17 +25,6 @@ from serve.predictor import ModelError, load_local, load_predictor
 from serve.settings import Settings
 from serve.shadow import ShadowStore
 from tests.support.harness import sample_image_bytes
-from tests.support.tinymodel import write_tiny_model
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return write_tiny_model(tmp_path_factory.mktemp("model"), size=64)
-
-
-@pytest.fixture(scope="module")
-def predictor(model_path):
-    return load_local(model_path)
 
 
 def jpeg(h=53, w=37) -> bytes:
@@ -53,23 +42,31 @@ def post(client, body=None, **headers):
 # Admission: bounded work per worker
 
 
-def test_gate_admits_running_plus_waiting_and_refuses_the_rest():
-    gate = AdmissionGate(max_running=1, max_waiting=1, wait_s=5.0)
-    release, waiting_started, results = threading.Event(), threading.Event(), []
+def hold_turn(gate: AdmissionGate) -> tuple[threading.Thread, threading.Event]:
+    """A thread that holds one of `gate`'s turns until the returned event is set."""
+    release = threading.Event()
 
     def hold():
         with gate.turn():
             release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    while gate.admitted < 1:
+        time.sleep(0.001)
+    return holder, release
+
+
+def test_gate_admits_running_plus_waiting_and_refuses_the_rest():
+    gate = AdmissionGate(max_running=1, max_waiting=1, wait_s=5.0)
+    waiting_started, results = threading.Event(), []
 
     def wait_turn():
         waiting_started.set()
         with gate.turn() as waited:
             results.append(waited)
 
-    holder = threading.Thread(target=hold)
-    holder.start()
-    while gate.admitted < 1:
-        time.sleep(0.001)
+    holder, release = hold_turn(gate)
     waiter = threading.Thread(target=wait_turn)
     waiter.start()
     while gate.admitted < 2:
@@ -87,16 +84,7 @@ def test_gate_admits_running_plus_waiting_and_refuses_the_rest():
 
 def test_gate_gives_up_after_the_wait_limit():
     gate = AdmissionGate(max_running=1, max_waiting=4, wait_s=0.2)
-    release = threading.Event()
-
-    def hold():
-        with gate.turn():
-            release.wait(5)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    while gate.admitted < 1:
-        time.sleep(0.001)
+    holder, release = hold_turn(gate)
     start = time.monotonic()
     with pytest.raises(QueueTimeout):
         with gate.turn():

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from test_serve_gunicorn import metric_total
 
-from tests.support.harness import Gunicorn, free_port, http_get
+from tests.support.harness import Gunicorn, free_port, http_get, raw_exchange
 from tests.support.tinymodel import write_tiny_model
 
 pytestmark = pytest.mark.integration  # starts real processes: excluded from make test-fast
@@ -42,26 +42,6 @@ def post(port: int, body: bytes, timeout: float = 10.0, content_type: str = "ima
         return resp.status
     finally:
         conn.close()
-
-
-def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, dict, str]:
-    """Send raw bytes, read the whole answer: (status, headers, body)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        chunks = []
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    raw = b"".join(chunks)
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
-    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body.decode("latin-1")
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,29 @@ def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         conn.close()
 
 
+def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes to 127.0.0.1:`port` and read until the server closes: (status, headers, body).
+
+    Raw, not http.client, so malformed requests (control characters, bad framing) go out as written.
+    Header names are lower-cased.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:] if ": " in line)}
+    return int(lines[0].split()[1]), headers, body
+
+
 class Gunicorn:
     """`with Gunicorn(model_path) as server:` a real gunicorn on 127.0.0.1, ready to serve."""
 

@@ -3,7 +3,7 @@
 
 APPROVER         ?=  # who approves a promotion or a rollback: make promote APPROVER=alice
 ROLLBACK_REASON  ?=
-PACKAGING_TESTS  := tests/test_export_onnx.py tests/test_registry.py tests/test_gates.py tests/test_bench_latency.py
+PACKAGING_TESTS  := tests/test_export.py tests/test_registry.py tests/test_gates.py tests/test_bench_latency.py
 
 .PHONY: export register gates promote rollback bench smoke-registry mlflow-ephemeral test-packaging
 
@@ -34,7 +34,7 @@ smoke-registry: setup ## export + parity + register models/smoke/best.pt against
 	@test -f models/smoke/best.pt || { echo "smoke-registry: models/smoke/best.pt is missing; run make smoke"; exit 1; }
 	dir=$$(mktemp -d -t polypseg-mlflow-XXXXXX) && \
 	PY=$(PY) MLFLOW=$(VENV)/bin/mlflow bin/mlflow_server.sh run $$dir -- sh -c '\
-		$(PY) bin/export_onnx.py --conf conf/smoke/export_onnx.yaml && \
+		$(PY) bin/export.py --conf conf/smoke/export.yaml && \
 		$(PY) bin/register.py --conf conf/smoke/register.yaml --by smoke-registry'; \
 	rc=$$?; rm -rf $$dir; exit $$rc
 

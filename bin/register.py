@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = best_run(mlflow, cfg.experiment, cfg.metric)
     except RegistryError as exc:
-        print(f"register: {exc} (run bin/export_onnx.py first)", file=sys.stderr)
+        print(f"register: {exc} (run bin/export.py first)", file=sys.stderr)
         return 1
     version, reused = register_run(c, cfg.model_name, run, args.by)
     if cfg.alias == "staging":

@@ -3,7 +3,7 @@
 The threshold's one configured value is `threshold` in conf/train.yaml: training validates at it and
 stores it in the checkpoint beside mean/std (`checkpoint_threshold` reads it back). bin/evaluate.py
 starts from it, chooses both numbers on the validation split (plus polyp-free validation crops) and
-writes them to `reports/eval/decision.json`; bin/export_onnx.py copies them into model.json
+writes them to `reports/eval/decision.json`; bin/export.py copies them into model.json
 (lib/model_contract.py), and serving, the MLflow pyfunc model, the gates and the benchmarks read
 them from there. Nothing else defines these two numbers.
 """

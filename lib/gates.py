@@ -89,7 +89,7 @@ def summarise(results: list[GateResult]) -> dict:
 @dataclass(frozen=True)
 class GatesConfig:
     metrics: str = "reports/eval/test/metrics.json"  # from bin/evaluate.py
-    parity: str = "reports/export/parity.json"  # from bin/export_onnx.py
+    parity: str = "reports/export/parity.json"  # from bin/export.py
     latency: str = "reports/bench/latency.json"  # from bin/bench_latency.py
     export_record: str = "reports/export/mlflow.json"  # logged pyfunc URI, used when nothing is staged
     min_test_dice: float = 0.80  # test-split mean Dice

@@ -1,6 +1,6 @@
 """The model contract: what `model.json` beside a `model.onnx` holds, with its one writer and one reader.
 
-bin/export_onnx.py (fp32), bin/bench_latency.py (INT8) and the tests' tiny model write it with
+bin/export.py (fp32), bin/bench_latency.py (INT8) and the tests' tiny model write it with
 `write_model_json`; serving, the MLflow pyfunc model and the benchmark read it with `read_model_json`,
 which checks every field and names the one that is missing or malformed. The graph's tensors are
 called INPUT_NAME `(batch, 3, S, S) float32` and OUTPUT_NAME `(batch, 1, S, S)` logits.

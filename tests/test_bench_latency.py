@@ -31,7 +31,7 @@ def test_timings_are_ordered_percentiles_over_the_requested_runs():
 
 @pytest.mark.skipif(not RAW.is_dir(), reason="needs data/raw/Kvasir-SEG (make data)")
 def test_cli_times_onnxruntime_and_pytorch_and_records_the_int8_decision(tmp_path):
-    from test_export_onnx import save_tiny_checkpoint
+    from test_export import save_tiny_checkpoint
 
     model = write_tiny_model(tmp_path / "models", size=64)
     ckpt = save_tiny_checkpoint(tmp_path / "best.pt", size=64)

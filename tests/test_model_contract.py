@@ -40,7 +40,7 @@ META = ModelMeta(
     epoch=15,
     encoder="tu-resnet34",
 )
-# The keys bin/export_onnx.py has written since the image-level rule (reports/ and old files use them).
+# The keys bin/export.py has written since the image-level rule (reports/ and old files use them).
 EXPORT_KEYS = (
     "input_size input_name output_name mean std threshold min_area_fraction decision_chosen_on model_version "
     "git_sha data_rev opset run_id git_dirty val_dice epoch encoder precision sha256"

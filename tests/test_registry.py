@@ -1,7 +1,7 @@
 """MLflow logging, registration, promotion and rollback against a real SQLite store in tmp_path.
 
 The ONNX model is tests.support.tinymodel's one-convolution net (real onnxruntime, no torch export), so each
-test takes seconds; tests/test_export_onnx.py covers the real U-Net export.
+test takes seconds; tests/test_export.py covers the real U-Net export.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def checkpoint_meta(run_id: str = "f" * 32, val_dice: float = 0.7, version: str 
 
 
 def export_tiny(mlflow, tmp_path: Path, meta: dict, decision: Decision | None = None) -> dict:
-    """What bin/export_onnx.py does after parity, with the tiny stand-in ONNX model."""
+    """What bin/export.py does after parity, with the tiny stand-in ONNX model."""
     out = tmp_path / f"model-{meta['model_version']}"
     onnx_path = write_tiny_model(out, size=64, version=meta["model_version"], decision=decision)
     info = replace(read_model_json(out / "model.json"), run_id=meta["run_id"])

@@ -151,7 +151,7 @@ def export_args(tmp_path: Path, ckpt: Path, *extra: str) -> list[str]:
         "dynamic": "false",
         "decision": tmp_path / "decision.json",
     }
-    args = ["--conf", str(ROOT / "conf/export_onnx.yaml")]
+    args = ["--conf", str(ROOT / "conf/export.yaml")]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
     return args + [a for e in extra for a in ("--set", e)]
@@ -169,7 +169,7 @@ def test_cli_exports_checks_parity_and_logs_loadable_models_into_the_training_ru
         mlflow.log_metric("best_val_dice", 0.5)
     ckpt = save_tiny_checkpoint(tmp_path / "best.pt", run_id=run.info.run_id)
 
-    assert load_bin("export_onnx").main(export_args(tmp_path, ckpt)) == 0
+    assert load_bin("export").main(export_args(tmp_path, ckpt)) == 0
     report = json.loads((tmp_path / "parity.json").read_text())
     assert report["passed"] and report["mean_abs_diff"] < 1e-4 and report["n_images"] == 5
     meta = json.loads((tmp_path / "models/model.json").read_text())
@@ -194,7 +194,7 @@ def test_cli_exports_checks_parity_and_logs_loadable_models_into_the_training_ru
 def test_cli_fails_when_parity_is_outside_the_tolerance(tmp_path, capsys):
     ckpt = save_tiny_checkpoint(tmp_path / "best.pt")
     args = export_args(tmp_path, ckpt, "tolerance=0.0", "log_to_mlflow=false")
-    assert load_bin("export_onnx").main(args) == 1
+    assert load_bin("export").main(args) == 1
     assert not json.loads((tmp_path / "parity.json").read_text())["passed"]
     assert "FAILED" in capsys.readouterr().err
 
@@ -210,7 +210,7 @@ def test_cli_refuses_a_missing_or_malformed_decision_file(tmp_path, capsys, cont
         path.parent.mkdir()
         path.write_text(content)
     args = export_args(tmp_path, tmp_path / "absent.pt", f"decision={path}")
-    assert load_bin("export_onnx").main(args) == 2
+    assert load_bin("export").main(args) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "run the evaluate stage" in err
     assert not (tmp_path / "models").exists()  # refused before exporting anything

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Export models/best.pt to ONNX, check PyTorch/onnxruntime parity, and log ONNX + pyfunc models to MLflow.
 
-Usage: bin/export_onnx.py --conf conf/export_onnx.yaml [--set log_to_mlflow=false ...]
+Usage: bin/export.py --conf conf/export.yaml [--set log_to_mlflow=false ...]
 """
 
 from __future__ import annotations
@@ -61,14 +61,14 @@ def read_decision(path: str) -> Decision:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.splitlines()[0], "conf/export_onnx.yaml").parse_args(argv)
+    args = parser(__doc__.splitlines()[0], "conf/export.yaml").parse_args(argv)
     try:
         cfg = load_config(ExportConfig, args.conf, args.overrides)
         decision = read_decision(cfg.decision)
         stems = read_csv_stems(cfg.parity_split)[: cfg.parity_images]
         images = {s: read_image(Path(cfg.images_dir) / f"{s}.jpg") for s in stems}
     except (ConfigError, OSError, ValueError) as exc:
-        print(f"export_onnx: {exc}", file=sys.stderr)
+        print(f"export: {exc}", file=sys.stderr)
         return 2
     model, ckpt = load_checkpoint(cfg.checkpoint)
     size, mean, std = ckpt["model_config"]["input_size"], ckpt["mean"], ckpt["std"]
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         f"on {len(images)} images (tolerance {cfg.tolerance:g})"
     )
     if not passed:
-        print(f"export_onnx: FAILED {line}; see {cfg.parity_report}", file=sys.stderr)
+        print(f"export: FAILED {line}; see {cfg.parity_report}", file=sys.stderr)
         return 1
 
     logged, record = "MLflow logging off", {"logged": False}
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(cfg.mlflow_report, {**record, "experiment": cfg.experiment, "config": to_dict(cfg)})
     written = ", ".join(str(p) for p in paths.values())
     point = f"threshold {decision.threshold:g} min_area {decision.min_area_fraction:g} from {cfg.decision}"
-    print(f"export_onnx: {written} (opset {meta.opset}), {point}, {line}, {logged}")
+    print(f"export: {written} (opset {meta.opset}), {point}, {line}, {logged}")
     return 0
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lib.cli import parser
-from lib.config import ConfigError, load_config
+from lib.cli import parser, script
+from lib.config import load_config
 from lib.io import write_json
 from tests.support.harness import Gunicorn, http_get, sample_image_bytes
 from tests.support.loadgen import overload_scenario, run_load, slow_clients_scenario
@@ -150,13 +150,10 @@ def abuse_scenarios(model: Path, cfg: Abuse) -> dict:
     return out
 
 
+@script("bench_serve")
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0], "conf/bench_serve.yaml").parse_args(argv)
-    try:
-        cfg = load_config(BenchServeConfig, args.conf, args.overrides)
-    except ConfigError as err:
-        print(f"bench_serve: {err}", file=sys.stderr)
-        return 2
+    cfg = load_config(BenchServeConfig, args.conf, args.overrides)
     concurrencies = list(cfg.concurrency)
 
     if cfg.port:

@@ -11,8 +11,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.cli import parser
-from lib.config import ConfigError, load_config
+from lib.cli import parser, script
+from lib.config import load_config
 from lib.fetch import ManifestError, fetch_dataset, read_manifest, resolve_source
 
 
@@ -25,13 +25,10 @@ class FetchConfig:
     timeout_s: float  # download timeout in seconds
 
 
+@script("fetch_data")
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0], "conf/fetch_data.yaml").parse_args(argv)
-    try:
-        cfg = load_config(FetchConfig, args.conf, args.overrides)
-    except ConfigError as exc:
-        print(f"fetch_data: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(FetchConfig, args.conf, args.overrides)
     manifest = read_manifest(cfg.manifest)
     source, why = resolve_source(cfg.source, cfg.local_copy, dict(os.environ))
     try:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.cli import parser
-from lib.config import ConfigError, load_config
+from lib.cli import parser, script
+from lib.config import load_config
 from lib.io import find_pair_dirs, list_images, read_image, write_json, write_text
 from lib.splits import (
     group_near_duplicates,
@@ -39,14 +39,11 @@ class SplitConfig:
     min_correlation: float  # thumbnail correlation at or above which frames match
 
 
+@script("make_splits")
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0], "conf/make_splits.yaml").parse_args(argv)
-    try:
-        cfg = load_config(SplitConfig, args.conf, args.overrides)
-        images_dir, _ = find_pair_dirs(cfg.data_dir)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"make_splits: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(SplitConfig, args.conf, args.overrides)
+    images_dir, _ = find_pair_dirs(cfg.data_dir)
     paths = list_images(images_dir)
     stems = list(paths)
 

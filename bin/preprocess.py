@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.cli import parser
-from lib.config import ConfigError, load_config, save_config
+from lib.cli import parser, script
+from lib.config import load_config, save_config
 from lib.io import find_pair_dirs, list_images, read_image, read_mask, write_text
 from lib.preprocess import cache_pair
 
@@ -26,14 +26,11 @@ class PreprocessConfig:
     size: int  # model input side in pixels
 
 
+@script("preprocess")
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0], "conf/preprocess.yaml").parse_args(argv)
-    try:
-        cfg = load_config(PreprocessConfig, args.conf, args.overrides)
-        images_dir, masks_dir = find_pair_dirs(cfg.data_dir)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"preprocess: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(PreprocessConfig, args.conf, args.overrides)
+    images_dir, masks_dir = find_pair_dirs(cfg.data_dir)
     images, masks = list_images(images_dir), list_images(masks_dir)
     stems = sorted(set(images) & set(masks))
 

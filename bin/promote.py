@@ -7,33 +7,21 @@ Usage: bin/promote.py --conf conf/gates.yaml --approve --by NAME
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import replace
 
-from lib.cli import parser
-from lib.config import ConfigError, load_config
-from lib.gates import GatesConfig, all_passed, format_table, gather, summarise
-from lib.tracking import register_conf_for, registered_model_name
+from lib.cli import parser, script
+from lib.gates import add_gate_arguments, all_passed, format_table, gather, load_gates, summarise
 
 
+@script("promote")
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0], "conf/gates.yaml")
     p.add_argument("--approve", action="store_true", help="explicit approval to promote @staging")
     p.add_argument("--rollback", action="store_true", help="give @production back to the previous version")
     p.add_argument("--by", default="", help="who approves or rolls back (required; recorded on the version)")
     p.add_argument("--reason", default="", help="why (recorded with a rollback)")
-    for name in ("metrics", "parity", "latency"):
-        p.add_argument(f"--{name}", help=f"read this file instead of the config's {name}")
-    p.add_argument("--register-conf", help="config naming the model (default: register.yaml beside --conf)")
-    args = p.parse_args(argv)
-    try:
-        name = registered_model_name(register_conf_for(args.conf, args.register_conf))
-        cfg = load_config(GatesConfig, args.conf, [f"model_name={json.dumps(name)}", *args.overrides])
-    except ConfigError as exc:
-        print(f"promote: {exc}", file=sys.stderr)
-        return 2
-    cfg = replace(cfg, **{k: getattr(args, k) for k in ("metrics", "parity", "latency") if getattr(args, k)})
+    args = add_gate_arguments(p).parse_args(argv)
+    cfg = load_gates(args)
     if not args.by.strip():
         print("promote: refused: say who you are with --by NAME", file=sys.stderr)
         return 1

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.cli import parser
-from lib.config import ConfigError, load_config
+from lib.cli import parser, script
+from lib.config import load_config
 from lib.io import find_pair_dirs, list_images, write_json
 from lib.schema import SchemaConfig, describe_image, describe_mask, run_rules, statistics
 
@@ -34,23 +34,27 @@ def scan(folder: Path, describe, threads: int) -> list:
         return list(pool.map(lambda p: describe(p.name, p.read_bytes()), paths))
 
 
+def other_report(data_dir: str) -> Path:
+    return Path("reports") / f"data_validation-{Path(data_dir).resolve().name}.json"
+
+
+@script("validate_data")
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0], "conf/validate_data.yaml")
     p.add_argument("--data", help="folder holding images/ and masks/ (overrides data_dir)")
-    p.add_argument("--report", help="report path (overrides report)")
+    p.add_argument(
+        "--report", help="report path (default: report; with --data: reports/data_validation-<name>.json)"
+    )
     args = p.parse_args(argv)
-    try:
-        cfg = load_config(ValidateConfig, args.conf, args.overrides)
-        images_dir, masks_dir = find_pair_dirs(args.data or cfg.data_dir)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"validate_data: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(ValidateConfig, args.conf, args.overrides)
+    images_dir, masks_dir = find_pair_dirs(args.data or cfg.data_dir)
     images = scan(images_dir, describe_image, cfg.threads)
     masks = scan(masks_dir, describe_mask, cfg.threads)
     results = run_rules(images, masks, cfg.schema)
     failed = [r for r in results if r["status"] == "fail"]
     critical = [r for r in failed if r["severity"] == "critical"]
-    report_path = args.report or cfg.report
+    # Another folder never overwrites the pipeline's record (a DVC output that make_splits depends on).
+    report_path = args.report or (other_report(args.data) if args.data else cfg.report)
     write_json(
         report_path,
         {

@@ -5,7 +5,9 @@ Used by bin/gates.py (make gates) and bin/promote.py, which refuses to promote u
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import argparse
+import json
+from dataclasses import asdict, dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -87,17 +89,40 @@ def summarise(results: list[GateResult]) -> dict:
 
 
 @dataclass(frozen=True)
-class GatesConfig:
-    metrics: str = "reports/eval/test/metrics.json"  # from bin/evaluate.py
-    parity: str = "reports/export/parity.json"  # from bin/export.py
-    latency: str = "reports/bench/latency.json"  # from bin/bench_latency.py
-    export_record: str = "reports/export/mlflow.json"  # logged pyfunc URI, used when nothing is staged
-    min_test_dice: float = 0.80  # test-split mean Dice
-    max_p50_ms: float = 150.0  # CPU p50 latency, milliseconds
-    model_name: str = "polyp-seg-unet"  # registered model whose alias is inspected
-    alias: str = "staging"  # the version about to be promoted
-    check_model: bool = True  # inspect signature + input example in MLflow
-    model_uri: str = ""  # inspect this model instead (e.g. models:/m-...); empty = alias, then export_record
+class GatesConfig:  # conf/gates.yaml holds every value; model_name comes from conf/register.yaml
+    metrics: str  # from bin/evaluate.py
+    parity: str  # from bin/export.py
+    latency: str  # from bin/bench_latency.py
+    export_record: str  # logged pyfunc URI, used when nothing is staged
+    min_test_dice: float  # test-split mean Dice
+    max_p50_ms: float  # CPU p50 latency, milliseconds
+    alias: str  # the version about to be promoted
+    check_model: bool  # inspect signature + input example in MLflow
+    model_uri: str  # inspect this model instead (e.g. models:/m-...); empty = alias, then export_record
+    model_name: str  # registered model whose alias is inspected: conf/register.yaml's, filled by load_gates
+
+
+REPORT_FILES = ("metrics", "parity", "latency")
+
+
+def add_gate_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options bin/gates.py and bin/promote.py share: other report files, another register config."""
+    for name in REPORT_FILES:
+        p.add_argument(f"--{name}", help=f"read this file instead of the config's {name}")
+    p.add_argument("--register-conf", help="config naming the model (default: register.yaml beside --conf)")
+    return p
+
+
+def load_gates(args: argparse.Namespace) -> GatesConfig:
+    """conf/gates.yaml (+ --set), the model named by its register config, and the report files given
+    on the command line (plus --model-uri where the script has it). Raises lib.config.ConfigError."""
+    from lib.config import load_config
+    from lib.tracking import register_conf_for, registered_model_name
+
+    name = registered_model_name(register_conf_for(args.conf, args.register_conf))
+    cfg = load_config(GatesConfig, args.conf, [f"model_name={json.dumps(name)}", *args.overrides])
+    given = {k: v for k in (*REPORT_FILES, "model_uri") if (v := getattr(args, k, None))}
+    return replace(cfg, **given)
 
 
 def _read(path: str) -> dict | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from bin_helpers import run_script
+from bin_helpers import ROOT, load_bin, run_script
 
 
 def test_corrupted_image_and_missing_mask_exit_nonzero(real_samples, tmp_path):
@@ -39,3 +39,21 @@ def test_folder_without_masks_is_a_clear_error(tmp_path):
     result = run_script("validate_data.py", "--data", str(tmp_path), "--report", str(tmp_path / "r.json"))
     assert result.returncode == 2
     assert "masks" in result.stderr
+
+
+def test_other_folder_never_overwrites_the_pipeline_record(real_samples, tmp_path, monkeypatch):
+    # The pipeline's reports/data_validation.json is a DVC output: checking another folder (here a
+    # damaged copy) must leave it alone and write its own report beside it.
+    copy = tmp_path / "damaged"
+    shutil.copytree(real_samples, copy)
+    next((copy / "masks").iterdir()).unlink()
+    monkeypatch.chdir(tmp_path)
+
+    rc = load_bin("validate_data").main(
+        ["--conf", str(ROOT / "conf/validate_data.yaml"), "--data", str(copy)]
+    )
+
+    assert rc == 1
+    assert not (tmp_path / "reports" / "data_validation.json").exists()
+    report = json.loads((tmp_path / "reports" / "data_validation-damaged.json").read_text())
+    assert report["passed"] is False and report["data_dir"] == str(copy)

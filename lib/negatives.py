@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from lib.preprocess import resize_image
+
 
 @dataclass(frozen=True)
 class CropSpec:
@@ -82,8 +84,7 @@ def crop_negatives(
     for y, x, side in find_crops(rgb, mask, spec, rng):
         crop = np.ascontiguousarray(rgb[y : y + side, x : x + side])
         if size is not None and side != size:
-            interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-            crop = cv2.resize(crop, (size, size), interpolation=interp)
+            crop = resize_image(crop, size)  # serving's resize rule, so a negative looks like an input
         crops.append(crop)
     return crops
 

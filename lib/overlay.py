@@ -22,8 +22,8 @@ def draw_overlay(
     rgb: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None, alpha: float = 0.35
 ) -> np.ndarray:
     """`(H, W, 3) uint8` image + `(H, W)` {0,1} masks -> `(H, W, 3) uint8` with prediction filled
-    and outlined in red and ground truth outlined in green. Takes a display image, never a
-    normalised tensor: callers undo the normalisation first (lib.preprocess.denormalise)."""
+    and outlined in red and ground truth outlined in green. Takes the image as read from disk,
+    never the normalised model input (whose colours are shifted and scaled)."""
     out = rgb.astype(np.float32).copy()
     fill = pred.astype(bool)
     out[fill] = (1 - alpha) * out[fill] + alpha * np.asarray(PRED_COLOUR, np.float32)

@@ -59,12 +59,6 @@ def normalise(rgb: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) 
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def denormalise(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """Inverse of `normalise`: `(3, H, W) float32` -> `(H, W, 3) uint8`, for drawing overlays."""
-    rgb = x.transpose(1, 2, 0) * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
-    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
 def prepare_input(
     rgb: np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> tuple[np.ndarray, Geometry]:

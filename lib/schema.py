@@ -51,46 +51,46 @@ def _stem(name: str) -> str:
     return name.rsplit(".", 1)[0]
 
 
-def describe_image(name: str, data: bytes) -> FileRecord:
+def _describe(name: str, data: bytes, fields: Callable[[np.ndarray], dict]) -> FileRecord:
+    """Decode once; a record with the decode error, or with the common fields plus `fields(array)`."""
     try:
         array = decode_raw(data)
     except DecodeError as exc:
         return FileRecord(name=name, stem=_stem(name), error=str(exc))
-    channels = 1 if array.ndim == 2 else array.shape[2]
     return FileRecord(
         name=name,
         stem=_stem(name),
         height=array.shape[0],
         width=array.shape[1],
-        channels=channels,
+        channels=1 if array.ndim == 2 else array.shape[2],
         dtype=str(array.dtype),
-        pixel_sha256=hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest(),
+        **fields(array),
     )
 
 
-def describe_mask(name: str, data: bytes) -> FileRecord:
-    try:
-        array = decode_raw(data)
-    except DecodeError as exc:
-        return FileRecord(name=name, stem=_stem(name), error=str(exc))
-    channels = 1 if array.ndim == 2 else array.shape[2]
+def _image_fields(array: np.ndarray) -> dict:
+    return {"pixel_sha256": hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()}
+
+
+def _mask_fields(array: np.ndarray) -> dict:
     spread = 0
-    if channels >= 3:
+    if array.ndim == 3 and array.shape[2] >= 3:
         colour = array[..., :3].astype(np.int16)
         spread = int((colour.max(axis=2) - colour.min(axis=2)).max())
     gray = mask_to_gray(array)
-    binary = binarise_mask(gray)
-    return FileRecord(
-        name=name,
-        stem=_stem(name),
-        height=array.shape[0],
-        width=array.shape[1],
-        channels=channels,
-        dtype=str(array.dtype),
-        foreground=float(binary.mean()),
-        grey_fraction=float(((gray >= 32) & (gray < 224)).mean()),
-        channel_spread=spread,
-    )
+    return {
+        "foreground": float(binarise_mask(gray).mean()),
+        "grey_fraction": float(((gray >= 32) & (gray < 224)).mean()),
+        "channel_spread": spread,
+    }
+
+
+def describe_image(name: str, data: bytes) -> FileRecord:
+    return _describe(name, data, _image_fields)
+
+
+def describe_mask(name: str, data: bytes) -> FileRecord:
+    return _describe(name, data, _mask_fields)
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,8 @@ def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    os.chmod(
-        path, FILE_MODE
-    )  # O_CREAT's mode is masked by the umask; the file must not be readable by others
+    # O_CREAT's mode is masked by the umask; the file must not be readable by others.
+    os.chmod(path, FILE_MODE)
 
 
 def _mkdir_private(path: Path) -> None:
@@ -127,7 +126,7 @@ class ShadowStore:
         folder = day / f"{stamp}_{request_id.replace(':', '-')[:64]}_{uuid.uuid4().hex[:8]}"
         _mkdir_private(day)
         folder.mkdir(mode=DIR_MODE)
-        os.chmod(folder, DIR_MODE)
+        os.chmod(folder, DIR_MODE)  # as in _mkdir_private: mkdir's mode is masked by the umask
         if input_stored:
             _write_private(folder / f"input.{'jpg' if image_format == 'jpeg' else 'png'}", image)
         _write_private(folder / "mask.png", mask_png)

@@ -7,7 +7,6 @@ import numpy as np
 from lib.preprocess import (
     LITE_MEAN,
     LITE_STD,
-    denormalise,
     normalise,
     prepare_input,
     resize_image,
@@ -23,18 +22,6 @@ def test_prepare_input_shape_dtype_and_geometry():
     assert x.shape == (1, 3, 256, 256) and x.dtype == np.float32
     assert (geometry.height, geometry.width, geometry.size) == (300, 500, 256)
     assert np.allclose(x, -1.0)  # black is -1 under mean 0.5, std 0.5
-
-
-def test_normalise_then_denormalise_is_identity():
-    rgb = np.random.default_rng(0).integers(0, 256, (8, 9, 3), dtype=np.uint8)
-    assert np.array_equal(
-        denormalise(
-            normalise(rgb, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-            (0.485, 0.456, 0.406),
-            (0.229, 0.224, 0.225),
-        ),
-        rgb,
-    )
 
 
 def test_normalise_puts_channels_first():

@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-STAGES := fetch_data validate_data make_splits preprocess train evaluate export register  # = dvc.yaml, in order
+STAGES := fetch_data validate_data make_splits preprocess train evaluate export quantize register  # = dvc.yaml, in order
 MODEL_URI ?=  # make serve MODEL_URI=models:/polyp-seg-unet@production serves the registered model instead
 
 .PHONY: help setup system-deps lock data all ci ci-image ci-cold lint format test test-fast smoke serve clean $(STAGES)

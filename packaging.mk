@@ -3,12 +3,16 @@
 
 APPROVER         ?=  # who approves a promotion or a rollback: make promote APPROVER=alice
 ROLLBACK_REASON  ?=
-PACKAGING_TESTS  := tests/test_export.py tests/test_registry.py tests/test_gates.py tests/test_bench_latency.py
+PACKAGING_TESTS  := tests/test_export.py tests/test_registry.py tests/test_gates.py tests/test_quantize.py \
+                    tests/test_bench_latency.py
 
-.PHONY: export register gates promote rollback bench smoke-registry mlflow-ephemeral test-packaging
+.PHONY: export quantize register gates promote rollback bench smoke-registry mlflow-ephemeral test-packaging
 
 export: setup ## stage: models/best.pt -> models/model.onnx + model.json, parity, MLflow ONNX + pyfunc models
 	dvc repro export
+
+quantize: setup ## stage: models/model.onnx -> models/int8 (INT8 model + model.json), Dice fp32 vs INT8 on val
+	dvc repro quantize
 
 register: setup ## stage: best run by val Dice -> polyp-seg-unet version @staging (reports/register.json)
 	dvc repro register
@@ -24,7 +28,7 @@ rollback: setup ## give @production back to the previous version, needs APPROVER
 	@test -n "$(APPROVER)" || { echo "rollback: set APPROVER=<your name>"; exit 1; }
 	$(PY) bin/promote.py --conf conf/gates.yaml --rollback --by "$(APPROVER)" --reason "$(ROLLBACK_REASON)"
 
-bench: setup ## CPU latency: onnxruntime (fp32, INT8) vs PyTorch eager -> reports/bench/latency.json
+bench: setup quantize ## CPU latency: onnxruntime (fp32, INT8 from quantize) vs PyTorch eager -> reports/bench/latency.json
 	$(PY) bin/bench_latency.py --conf conf/bench_latency.yaml
 
 mlflow-ephemeral: ## start a throw-away MLflow server in DIR (default /tmp/polypseg-mlflow); stop: bin/mlflow_server.sh stop DIR
@@ -38,5 +42,5 @@ smoke-registry: setup ## export + parity + register models/smoke/best.pt against
 		$(PY) bin/register.py --conf conf/smoke/register.yaml --by smoke-registry'; \
 	rc=$$?; rm -rf $$dir; exit $$rc
 
-test-packaging: setup ## export, registry, gates and bench tests (real onnxruntime and SQLite MLflow)
+test-packaging: setup ## export, registry, gates, quantize and bench tests (real onnxruntime and SQLite MLflow)
 	$(PY) -m pytest -q $(PACKAGING_TESTS)

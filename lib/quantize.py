@@ -2,14 +2,22 @@
 
 Activations uint8, weights int8 (U8S8), calibrated with MinMax on prepared training images; the
 AVX-512 VNNI CPUs here run U8S8 convolutions natively.
+
+bin/quantize.py (the `quantize` stage) builds the INT8 model and writes the Dice check to its report;
+bin/bench_latency.py times both models and calls `int8_decision` with the Dice numbers it reads back
+through `read_quantize_report`, which refuses a report written for other model files.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+# What `quantize_int8` fixes, recorded beside the configured settings in the INT8 model.json.
+FIXED_SETTINGS = {"activation_type": "uint8", "weight_type": "int8", "calibrate_method": "MinMax"}
 
 
 class _Batches:
@@ -60,13 +68,18 @@ def quantize_int8(
     return out_path
 
 
+def dice_within_budget(fp32_dice: float, int8_dice: float, max_dice_loss: float) -> bool:
+    """The Dice half of the adoption rule: INT8 loses strictly less than `max_dice_loss`."""
+    return bool(fp32_dice - int8_dice < max_dice_loss)
+
+
 def int8_decision(
     fp32_p50_ms: float, int8_p50_ms: float, fp32_dice: float, int8_dice: float, max_dice_loss: float
 ) -> dict:
     """INT8 becomes the default only when it is faster and loses less than `max_dice_loss` Dice."""
     faster = bool(int8_p50_ms < fp32_p50_ms)
     loss = float(fp32_dice - int8_dice)
-    adopt = faster and loss < max_dice_loss
+    adopt = faster and dice_within_budget(fp32_dice, int8_dice, max_dice_loss)
     reasons = [
         f"p50 {int8_p50_ms:.1f} ms vs fp32 {fp32_p50_ms:.1f} ms ({'faster' if faster else 'not faster'})",
         f"Dice loss {loss:+.4f} ({'<' if loss < max_dice_loss else '>='} {max_dice_loss})",
@@ -79,3 +92,34 @@ def int8_decision(
         "max_dice_loss": max_dice_loss,
         "reason": "; ".join(reasons),
     }
+
+
+class QuantizeReportError(ValueError):
+    """A quantize report that is unreadable, lacks a field, or was written for other model files."""
+
+
+def read_quantize_report(path: str | Path, fp32_sha256: str, int8_sha256: str) -> dict:
+    """The quantize stage's report at `path`, checked to describe these two ONNX files (by sha256).
+
+    FileNotFoundError when it is absent (the stage has not run); QuantizeReportError otherwise.
+    """
+    try:
+        report = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"no quantize report {path}: run `make quantize` (dvc repro quantize)"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise QuantizeReportError(f"cannot read quantize report {path}: {err}") from err
+    needed = ("dice_fp32", "dice_int8", "max_dice_loss", "eval_images", "eval_split", "fp32", "int8")
+    missing = [k for k in needed if not isinstance(report, dict) or k not in report]
+    if missing:
+        raise QuantizeReportError(f"quantize report {path}: no {', '.join(missing)}")
+    for name, sha in (("fp32", fp32_sha256), ("int8", int8_sha256)):
+        written = report[name].get("sha256") if isinstance(report[name], dict) else None
+        if written != sha:
+            raise QuantizeReportError(
+                f"quantize report {path} was written for another {name} model (sha256 {str(written)[:12]}, "
+                f"this one {sha[:12]}): rerun `make quantize` (dvc repro quantize)"
+            )
+    return report

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Single-image CPU latency of the ONNX model (onnxruntime) vs PyTorch eager, with optional INT8 quantization.
+"""Single-image CPU latency of the ONNX models (onnxruntime fp32, INT8) vs PyTorch eager; the INT8 decision.
 
-Usage: bin/bench_latency.py --conf conf/bench_latency.yaml [--set quantize.enabled=false ...]
+The INT8 model and its Dice check come from the quantize stage (bin/quantize.py); this script only
+measures, then adopts INT8 when it is faster here and the quantize report's Dice loss is in budget.
+
+Usage: bin/bench_latency.py --conf conf/bench_latency.yaml [--set int8_model="" ...]
 """
 
 from __future__ import annotations
@@ -10,34 +13,22 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import onnxruntime
 
-from lib.cli import parser
+from lib.cli import parser, script
 from lib.config import ConfigError, load_config, to_dict
 from lib.inference import predict_probability, torch_runner
-from lib.io import read_csv_stems, read_image, read_mask, sha256_file, write_json
-from lib.metrics import image_metrics
-from lib.model_contract import ModelContractError, ModelMeta, read_model_json, write_model_json
+from lib.io import read_csv_stems, read_image, sha256_file, write_json
+from lib.model_contract import ModelContractError, ModelMeta, read_model_json
 from lib.onnx_session import make_session, session_runner
 from lib.preprocess import prepare_input
+from lib.quantize import QuantizeReportError, int8_decision, read_quantize_report
 
-
-@dataclass(frozen=True)
-class Quantize:
-    enabled: bool = True  # also build and measure an INT8 model
-    calibration_split: str = "data/splits/train.csv"  # calibration images come from here
-    calibration_images: int = 32  # first N stems
-    eval_split: str = "data/splits/val.csv"  # Dice fp32 vs int8 here: a decision, so validation
-    eval_images: int | None = 50  # first N stems (None = whole split)
-    max_dice_loss: float = 0.005  # INT8 is adopted only if it loses less Dice than this
-    format: Literal["QOperator", "QDQ"] = "QOperator"  # quantized node style
-    per_channel: bool = True  # per-channel weight scales
-    out_dir: str = "models/int8"  # model.onnx + model.json of the INT8 variant
+Model = tuple[Path, ModelMeta]  # an ONNX file and its model.json
 
 
 @dataclass(frozen=True)
@@ -45,15 +36,15 @@ class BenchConfig:
     model: str  # models/model.onnx, with model.json beside it
     checkpoint: str  # models/best.pt, for the PyTorch eager comparison (empty = skip)
     images_dir: str  # originals
-    masks_dir: str  # originals' masks (INT8 Dice check)
     sample_split: str  # its first stem is the image timed end to end
     out: str  # reports/bench/latency.json
+    int8_model: str  # the quantize stage's models/int8/model.onnx (empty = time fp32 only)
+    quantize_report: str  # the quantize stage's Dice fp32 vs INT8, for the adoption decision
     runs: int = 200  # timed runs per measurement
     warmup: int = 20  # untimed runs first
     threads: tuple[int, ...] = (1, 2)  # intra-op thread counts measured
     gate_threads: int = 1  # the setting bin/gates.py judges: one serving worker
     spinning: bool = False  # onnxruntime busy-wait; off as in serving
-    quantize: Quantize = field(default_factory=Quantize)
 
 
 def timings(fn, runs: int, warmup: int) -> dict:
@@ -94,69 +85,55 @@ def onnx_runner(path, threads: int, meta: ModelMeta, spinning: bool = False):
     return session_runner(make_session(path, threads, spinning), meta.input_name, meta.output_name)
 
 
-def mean_dice(run_model, stems: list[str], cfg: BenchConfig, meta: ModelMeta) -> float:
-    """Mean per-image Dice at the original size, as bin/evaluate.py computes it."""
-    scores = []
-    for s in stems:
-        rgb = read_image(Path(cfg.images_dir) / f"{s}.jpg")
-        prob = predict_probability(run_model, rgb, meta.input_size, meta.mean, meta.std)
-        target = read_mask(Path(cfg.masks_dir) / f"{s}.jpg")
-        scores.append(image_metrics(prob, target, meta.threshold)["dice"])
-    return float(np.mean(scores))
+def load_int8(cfg: BenchConfig, fp32: Model) -> tuple[Model, dict] | None:
+    """The quantize stage's INT8 model and report, checked to belong to `fp32`; None when not configured."""
+    if not cfg.int8_model:
+        return None
+    path = Path(cfg.int8_model)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no INT8 model {path}: run `make quantize` (dvc repro quantize) first, "
+            'or set int8_model "" to time fp32 only'
+        )
+    meta = read_model_json(path.with_name("model.json"))
+    if meta.precision != "int8":
+        raise ModelContractError(
+            f"{path.with_name('model.json')}: precision {meta.precision!r}, expected 'int8'"
+        )
+    report = read_quantize_report(cfg.quantize_report, sha256_file(fp32[0]), sha256_file(path))
+    return (path, meta), report
 
 
-def build_int8(cfg: BenchConfig, meta: ModelMeta) -> Path:
-    from lib.quantize import quantize_int8
-
-    q = cfg.quantize
-    stems = read_csv_stems(q.calibration_split)[: q.calibration_images]
-    size, mean, std = meta.input_size, meta.mean, meta.std
-    calib = [prepare_input(read_image(Path(cfg.images_dir) / f"{s}.jpg"), size, mean, std)[0] for s in stems]
-    return quantize_int8(
-        cfg.model, Path(q.out_dir) / "model.onnx", calib, meta.input_name, q.format, q.per_channel
+def decide_int8(report: dict, report_path: str, gate_row: dict) -> dict:
+    """The adoption decision from this run's inference p50s and the quantize report's Dice numbers."""
+    p50 = {name: gate_row[f"onnxruntime_{name}"]["inference"]["p50_ms"] for name in ("fp32", "int8")}
+    decision = int8_decision(
+        p50["fp32"], p50["int8"], report["dice_fp32"], report["dice_int8"], report["max_dice_loss"]
     )
-
-
-def decide_int8(cfg: BenchConfig, meta: ModelMeta, models: dict, gate_row: dict) -> dict:
-    """Dice of fp32 and INT8 on the eval subset, the adoption decision, and INT8's model.json."""
-    from lib.quantize import int8_decision
-
-    q = cfg.quantize
-    stems = read_csv_stems(q.eval_split)
-    stems = stems[: q.eval_images] if q.eval_images else stems
-    dice = {
-        name: mean_dice(onnx_runner(path, max(cfg.threads), meta), stems, cfg, meta)
-        for name, path in models.items()
-    }
-    p50 = {name: gate_row[f"onnxruntime_{name}"]["inference"]["p50_ms"] for name in models}
-    decision = int8_decision(p50["fp32"], p50["int8"], dice["fp32"], dice["int8"], q.max_dice_loss)
     decision.update(
-        dice_fp32=dice["fp32"], dice_int8=dice["int8"], eval_images=len(stems), eval_split=q.eval_split
+        dice_fp32=report["dice_fp32"],
+        dice_int8=report["dice_int8"],
+        eval_images=report["eval_images"],
+        eval_split=report["eval_split"],
+        dice_report=report_path,
     )
-    int8 = replace(
-        meta,
-        precision="int8",
-        sha256=sha256_file(models["int8"]),
-        fp32_sha256=meta.sha256,
-        quantization=to_dict(q),
-    )
-    write_model_json(Path(q.out_dir) / "model.json", int8)
     return decision
 
 
+@script("bench_latency", errors=(ModelContractError, QuantizeReportError))
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0], "conf/bench_latency.yaml").parse_args(argv)
-    try:
-        cfg = load_config(BenchConfig, args.conf, args.overrides)
-        if cfg.gate_threads not in cfg.threads:
-            raise ConfigError(f"gate_threads {cfg.gate_threads} must be one of threads {list(cfg.threads)}")
-        meta = read_model_json(Path(cfg.model).with_name("model.json"))
-        stem = read_csv_stems(cfg.sample_split)[0]
-        rgb = read_image(Path(cfg.images_dir) / f"{stem}.jpg")
-    except (ConfigError, ModelContractError, OSError, ValueError) as exc:
-        print(f"bench_latency: {exc}", file=sys.stderr)
-        return 2
-    models = {"fp32": Path(cfg.model)} | ({"int8": build_int8(cfg, meta)} if cfg.quantize.enabled else {})
+    cfg = load_config(BenchConfig, args.conf, args.overrides)
+    if cfg.gate_threads not in cfg.threads:
+        raise ConfigError(f"gate_threads {cfg.gate_threads} must be one of threads {list(cfg.threads)}")
+    meta = read_model_json(Path(cfg.model).with_name("model.json"))
+    models: dict[str, Model] = {"fp32": (Path(cfg.model), meta)}
+    int8 = load_int8(cfg, models["fp32"])
+    int8_report = None
+    if int8:
+        models["int8"], int8_report = int8
+    stem = read_csv_stems(cfg.sample_split)[0]
+    rgb = read_image(Path(cfg.images_dir) / f"{stem}.jpg")
     torch_model = None
     if cfg.checkpoint:
         from lib.model import load_checkpoint
@@ -166,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {}
     for threads in cfg.threads:
         row = {
-            f"onnxruntime_{k}": measure(onnx_runner(p, threads, meta, cfg.spinning), rgb, meta, cfg)
-            for k, p in models.items()
+            f"onnxruntime_{k}": measure(onnx_runner(p, threads, m, cfg.spinning), rgb, m, cfg)
+            for k, (p, m) in models.items()
         }
         if torch_model is not None:
             row["pytorch_eager"] = measure(torch_runner(torch_model, threads), rgb, meta, cfg)
@@ -180,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_latency: {threads} thread(s), inference p50: {p50s}", flush=True)
 
     gate_row = results[f"threads_{cfg.gate_threads}"]
-    decision = decide_int8(cfg, meta, models, gate_row) if cfg.quantize.enabled else None
+    decision = decide_int8(int8_report, cfg.quantize_report, gate_row) if int8_report else None
     default = decision["default_model"] if decision else "fp32"
     gate = gate_row[f"onnxruntime_{default}"]["end_to_end"]
     environment = {
@@ -202,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 "threads": cfg.gate_threads,
                 "input_size": meta.input_size,
             },
-            "default_model": str(models[default]),
+            "default_model": str(models[default][0]),
             "results": results,
             "int8": decision,
             "image": {"stem": stem, "height": int(rgb.shape[0]), "width": int(rgb.shape[1])},

@@ -1,18 +1,20 @@
-"""Latency benchmark: the INT8 adoption rule, the timing summary, and a short real run of the CLI."""
+"""Latency benchmark: the INT8 adoption rule, the timing summary, and short real runs of the CLI.
+
+The INT8 model and its Dice report come from the quantize stage (tests/test_quantize.py's helpers);
+the bench only reads them, and refuses them when missing or written for other model files.
+"""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from bin_helpers import load_bin
+from bin_helpers import ROOT, load_bin
+from test_quantize import run_quantize, write_splits
 
+from lib.io import sha256_file
 from lib.quantize import int8_decision
 from tests.support.tinymodel import write_tiny_model
-
-ROOT = Path(__file__).resolve().parents[1]
-RAW = ROOT / "data" / "raw" / "Kvasir-SEG"
 
 
 def test_int8_is_adopted_only_when_faster_and_within_the_dice_budget():
@@ -29,29 +31,55 @@ def test_timings_are_ordered_percentiles_over_the_requested_runs():
     assert 0 <= stats["min_ms"] <= stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
 
 
-@pytest.mark.skipif(not RAW.is_dir(), reason="needs data/raw/Kvasir-SEG (make data)")
-def test_cli_times_onnxruntime_and_pytorch_and_records_the_int8_decision(tmp_path):
-    from test_export import save_tiny_checkpoint
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory, real_samples):
+    """The tiny fp32 model and the quantize stage's INT8 model + report for it (bench reads, never builds)."""
+    root = tmp_path_factory.mktemp("bench")
+    fp32 = write_tiny_model(root / "fp32", size=64)
+    return fp32, run_quantize(fp32, real_samples, root), root / "quantize.json"
 
-    model = write_tiny_model(tmp_path / "models", size=64)
-    ckpt = save_tiny_checkpoint(tmp_path / "best.pt", size=64)
+
+def bench_args(real_samples, tmp_path, fp32, int8, report, **extra) -> list[str]:
+    """bin/bench_latency.py's arguments: conf/bench_latency.yaml, short runs, paths into `tmp_path`."""
     sets = {
-        "model": model,
-        "checkpoint": ckpt,
+        "model": fp32,
+        "checkpoint": '""',
+        "images_dir": real_samples / "images",
+        "sample_split": write_splits(real_samples, tmp_path / "splits")["val"],
         "out": tmp_path / "latency.json",
+        "int8_model": int8,
+        "quantize_report": report,
         "runs": 5,
         "warmup": 1,
         "threads": "[1]",
-        "quantize.calibration_images": 2,
-        "quantize.eval_images": 2,
-        "quantize.out_dir": tmp_path / "int8",
-    }
+    } | extra
     args = ["--conf", str(ROOT / "conf/bench_latency.yaml")]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
-    assert load_bin("bench_latency").main(args) == 0
+    return args
+
+
+def test_cli_times_onnxruntime_and_pytorch_and_records_the_int8_decision(tmp_path, real_samples, quantized):
+    from test_export import save_tiny_checkpoint
+
+    fp32, int8, report_path = quantized
+    ckpt = save_tiny_checkpoint(tmp_path / "best.pt", size=64)
+    int8_before = sha256_file(int8)
+    assert (
+        load_bin("bench_latency").main(bench_args(real_samples, tmp_path, *quantized, checkpoint=ckpt)) == 0
+    )
 
     report = json.loads((tmp_path / "latency.json").read_text())
+    assert list(report) == [
+        "gate",
+        "default_model",
+        "results",
+        "int8",
+        "image",
+        "model_version",
+        "environment",
+        "config",
+    ]
     row = report["results"]["threads_1"]
     assert set(row) == {
         "onnxruntime_fp32",
@@ -63,7 +91,68 @@ def test_cli_times_onnxruntime_and_pytorch_and_records_the_int8_decision(tmp_pat
         row["onnxruntime_fp32"]["inference"]["runs"] == 5 and row["pytorch_eager"]["end_to_end"]["p50_ms"] > 0
     )
     assert report["gate"]["threads"] == 1 and report["gate"]["p50_ms"] > 0
-    assert report["int8"]["default_model"] in ("fp32", "int8") and report["int8"]["eval_images"] == 2
-    assert report["gate"]["model"] == report["int8"]["default_model"]
-    int8_meta = json.loads((tmp_path / "int8" / "model.json").read_text())
-    assert int8_meta["precision"] == "int8" and (tmp_path / "int8" / "model.onnx").is_file()
+    # The Dice half of the decision is the quantize report's; the latency half is this run's.
+    dice = json.loads(report_path.read_text())
+    decision = report["int8"]
+    assert (decision["dice_fp32"], decision["dice_int8"]) == (dice["dice_fp32"], dice["dice_int8"])
+    assert decision["eval_images"] == 3 and decision["dice_report"] == str(report_path)
+    p50 = {k: row[f"onnxruntime_{k}"]["inference"]["p50_ms"] for k in ("fp32", "int8")}
+    assert decision == {
+        **int8_decision(
+            p50["fp32"], p50["int8"], dice["dice_fp32"], dice["dice_int8"], dice["max_dice_loss"]
+        ),
+        **{k: decision[k] for k in ("dice_fp32", "dice_int8", "eval_images", "eval_split", "dice_report")},
+    }
+    assert report["gate"]["model"] == decision["default_model"]
+    assert report["default_model"] == str({"fp32": fp32, "int8": int8}[decision["default_model"]])
+    assert sha256_file(int8) == int8_before  # the bench measured the INT8 model, it did not rebuild it
+
+
+def test_without_an_int8_model_only_fp32_is_timed(tmp_path, real_samples, quantized):
+    fp32, _, _ = quantized
+    args = bench_args(real_samples, tmp_path, fp32, '""', tmp_path / "absent.json")
+    assert load_bin("bench_latency").main(args) == 0
+    report = json.loads((tmp_path / "latency.json").read_text())
+    assert set(report["results"]["threads_1"]) == {"onnxruntime_fp32"}
+    assert report["int8"] is None and report["gate"]["model"] == "fp32"
+    assert report["default_model"] == str(fp32)
+
+
+def test_configured_but_missing_int8_model_exits_2_naming_the_quantize_stage(
+    tmp_path, real_samples, quantized, capsys
+):
+    fp32, _, report = quantized
+    args = bench_args(real_samples, tmp_path, fp32, tmp_path / "int8" / "model.onnx", report)
+    assert load_bin("bench_latency").main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench_latency: no INT8 model") and "make quantize" in err
+    assert not (tmp_path / "latency.json").exists()
+
+
+def test_missing_quantize_report_exits_2(tmp_path, real_samples, quantized, capsys):
+    fp32, int8, _ = quantized
+    assert (
+        load_bin("bench_latency").main(bench_args(real_samples, tmp_path, fp32, int8, tmp_path / "no.json"))
+        == 2
+    )
+    assert "no quantize report" in capsys.readouterr().err
+
+
+def test_report_of_other_models_is_refused(tmp_path, real_samples, quantized, capsys):
+    fp32, int8, report = quantized
+    # The fp32 model was re-exported after quantizing: same report and INT8 model, another fp32 file.
+    reexported = write_tiny_model(tmp_path / "reexported", size=32)
+    assert load_bin("bench_latency").main(bench_args(real_samples, tmp_path, reexported, int8, report)) == 2
+    assert "written for another fp32 model" in capsys.readouterr().err
+    # A report whose INT8 file is not this one.
+    stale = json.loads(report.read_text())
+    stale["int8"]["sha256"] = "0" * 64
+    (tmp_path / "stale.json").write_text(json.dumps(stale))
+    assert (
+        load_bin("bench_latency").main(
+            bench_args(real_samples, tmp_path, fp32, int8, tmp_path / "stale.json")
+        )
+        == 2
+    )
+    assert "written for another int8 model" in capsys.readouterr().err
+    assert not (tmp_path / "latency.json").exists()

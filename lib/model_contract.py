@@ -1,6 +1,6 @@
 """The model contract: what `model.json` beside a `model.onnx` holds, with its one writer and one reader.
 
-bin/export.py (fp32), bin/bench_latency.py (INT8) and the tests' tiny model write it with
+bin/export.py (fp32), bin/quantize.py (INT8) and the tests' tiny model write it with
 `write_model_json`; serving, the MLflow pyfunc model and the benchmark read it with `read_model_json`,
 which checks every field and names the one that is missing or malformed. The graph's tensors are
 called INPUT_NAME `(batch, 3, S, S) float32` and OUTPUT_NAME `(batch, 1, S, S)` logits.
@@ -54,7 +54,7 @@ class ModelMeta:
     val_dice: float | None = None  # validation Dice of the checkpoint
     epoch: int | None = None  # epoch of the checkpoint
     encoder: str | None = None  # smp encoder name
-    precision: str = "fp32"  # fp32, or int8 (bin/bench_latency.py's quantized variant)
+    precision: str = "fp32"  # fp32, or int8 (bin/quantize.py's quantized variant)
     fp32_sha256: str | None = None  # int8 only: sha256 of the fp32 graph it was quantized from
     quantization: dict | None = None  # int8 only: the quantization settings
 

@@ -192,6 +192,23 @@ def alias_version(c, name: str, alias: str) -> str | None:
         return None
 
 
+def registry_state(c, name: str) -> dict:
+    """Every version of `name` with its aliases, source run and tags (what a release job inherits)."""
+    model = c.get_registered_model(name)
+    versions = []
+    for found in sorted(c.search_model_versions(f"name='{name}'"), key=lambda mv: int(mv.version)):
+        mv = c.get_model_version(name, found.version)  # search results leave aliases out
+        versions.append(
+            {
+                "version": str(mv.version),
+                "aliases": list(mv.aliases),
+                "run_id": mv.run_id,
+                "tags": dict(mv.tags),
+            }
+        )
+    return {"name": name, "tags": dict(model.tags), "versions": versions}
+
+
 def set_staging(c, name: str, version: str, by: str) -> None:
     previous = alias_version(c, name, STAGING)
     c.set_registered_model_alias(name, STAGING, version)

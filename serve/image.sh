@@ -126,6 +126,14 @@ smoke() {
         echo "image: the build CA bundle leaked into the image" >&2; return 1
     fi
     podman healthcheck run "$name" >/dev/null || { echo "image: HEALTHCHECK (GET /readyz) failed" >&2; return 1; }
+    if [[ -n "${METRICS_SNAPSHOT:-}" ]]; then  # what Prometheus would scrape after the smoke requests
+        mkdir -p "$(dirname "$METRICS_SNAPSHOT")"
+        curl -fsS --max-time 10 "http://127.0.0.1:$port/metrics" >"$METRICS_SNAPSHOT" \
+            || { echo "image: GET /metrics failed" >&2; return 1; }
+        grep -q '^request_count_total{' "$METRICS_SNAPSHOT" \
+            || { echo "image: no request counter in $METRICS_SNAPSHOT" >&2; return 1; }
+        echo "image: /metrics snapshot -> $METRICS_SNAPSHOT"
+    fi
     echo "image: $IMAGE passed (healthy, user $(podman exec "$name" id -u), no torch/mlflow, no build CA)"
 }
 

@@ -41,8 +41,8 @@ image-cold: ## image + image-test in an empty throw-away podman storage: proves 
 image-clean: ## delete the project's podman storage (.cache/podman): the next build starts cold
 	rm -rf .cache/podman
 
-image-test: ## run the image, wait for /readyz, POST a real image from the host, check it, remove it
-	POLYPSEG_IMAGE=$(SERVE_IMAGE) PY=$(PY) serve/image.sh test
+image-test: ## run the image, wait for /readyz, POST a real image, check it [METRICS_SNAPSHOT=file: save /metrics]
+	POLYPSEG_IMAGE=$(SERVE_IMAGE) PY=$(PY) METRICS_SNAPSHOT=$(METRICS_SNAPSHOT) serve/image.sh test
 
 bench-serve: ## load test (1/4/16 clients, 2 sizes) + slow-client and overload scenarios -> reports/bench/serve.json
 	PYTHONPATH=$(CURDIR) $(PY) bin/bench_serve.py --conf conf/bench_serve.yaml $(BENCH_ARGS)

@@ -279,3 +279,18 @@ def test_ephemeral_server_starts_answers_and_stops(tmp_path):
         subprocess.run([script, "stop", str(tmp_path)], env=env, timeout=60, check=True)
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)
+
+
+def test_registry_state_lists_versions_aliases_and_tags(mlflow, tmp_path, gate_files):
+    first = stage_new_version(mlflow, tmp_path, "a", 0.70)
+    assert load_bin("promote").main(promote_args(gate_files, "--approve", "--by", "alice")) == 0
+    second = stage_new_version(mlflow, tmp_path, "b", 0.75)
+    out = tmp_path / "state.json"
+    args = ["--conf", str(ROOT / "conf/register.yaml"), "--out", str(out)]
+    assert load_bin("registry_state").main(args) == 0
+    state = json.loads(out.read_text())
+    by_version = {v["version"]: v for v in state["versions"]}
+    assert state["name"] == NAME and list(by_version) == [first, second]
+    assert by_version[first]["aliases"] == [PRODUCTION]
+    assert by_version[first]["tags"]["promoted_by"] == "alice"
+    assert by_version[second]["aliases"] == [STAGING] and by_version[second]["run_id"]

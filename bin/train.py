@@ -17,10 +17,10 @@ from typing import Literal
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import DataLoader
 
-from lib.cli import parser
-from lib.config import ConfigError, flatten, load_config, save_config, to_dict
+from lib.cli import parser, script
+from lib.config import flatten, load_config, save_config, to_dict
 from lib.data import SegmentationDataset, load_cache, split_rows
 from lib.io import find_pair_dirs, list_images, read_image, read_mask, write_json
 from lib.losses import build_loss
@@ -28,12 +28,14 @@ from lib.model import ModelConfig, build_model, normalisation
 from lib.negatives import CropSpec, crop_negatives
 from lib.tracking import data_revision, git_state, setup_mlflow
 from lib.training import (
-    MixedBatchSampler,
+    Trainer,
     WeightAverage,
     count_parameters,
+    mixed_loader,
     pick_device,
     resolve_speed_switches,
     seed_everything,
+    set_epoch,
     size_for_epoch,
     train_one_epoch,
     validate,
@@ -123,13 +125,10 @@ def train_negatives(cfg: TrainConfig, stems: list[str]) -> np.ndarray:
     return np.stack(crops)
 
 
+@script("train")
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0], "conf/train.yaml").parse_args(argv)
-    try:
-        cfg = load_config(TrainConfig, args.conf, args.overrides)
-    except ConfigError as exc:
-        print(f"train: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(TrainConfig, args.conf, args.overrides)
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.runtime.threads)
     cv2.setNumThreads(1)  # OpenCV's own thread pool would fight torch's OpenMP threads for the cores
@@ -148,38 +147,41 @@ def main(argv: list[str] | None = None) -> int:
     val_rows = split_rows(cfg.val_split, rows, cfg.limit)
     train_set = SegmentationDataset(images, masks, train_rows, mean, std, cfg.augment, cfg.seed)
     val_set = SegmentationDataset(images, masks, val_rows, mean, std)
-    sets, n_neg = [train_set], 0
+    negatives, n_neg = None, 0
     if cfg.negatives.per_batch:
         wanted = set(train_rows)
         neg_images = train_negatives(cfg, [stem for stem, row in rows.items() if row in wanted])
         n_neg = len(neg_images)
         neg_masks = np.zeros(neg_images.shape[:3], np.uint8)
-        sets.append(
-            SegmentationDataset(neg_images, neg_masks, range(n_neg), mean, std, cfg.augment, cfg.seed + 1)
+        negatives = SegmentationDataset(
+            neg_images, neg_masks, range(n_neg), mean, std, cfg.augment, cfg.seed + 1
         )
-    sampler = MixedBatchSampler(
-        len(train_set),
-        n_neg,
-        cfg.optim.batch_size,
-        cfg.negatives.per_batch,
-        cfg.seed,
-        drop_last=len(train_set) > cfg.optim.batch_size,
+    train_loader = mixed_loader(
+        train_set, negatives, cfg.optim.batch_size, cfg.negatives.per_batch, cfg.seed, cfg.runtime.workers
     )
-    train_loader = DataLoader(ConcatDataset(sets), batch_sampler=sampler, num_workers=cfg.runtime.workers)
     val_loader = DataLoader(val_set, cfg.optim.batch_size * 2, num_workers=cfg.runtime.workers)
 
     model = build_model(cfg.model).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg.loss.kind, cfg.loss.bce_weight, cfg.loss.dice_weight, cfg.loss.structure_kernel)
-    average = WeightAverage(model, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     total_steps = cfg.optim.epochs * len(train_loader)
     warmup = cfg.optim.warmup_epochs * len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: warmup_cosine(s, total_steps, warmup, cfg.optim.lr_floor)
+    trainer = Trainer(  # the parts every step uses, fixed for the run
+        model=model,
+        loss_fn=loss_fn,
+        optimiser=optimiser,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda s: warmup_cosine(s, total_steps, warmup, cfg.optim.lr_floor)
+        ),
+        device=device,
+        amp=amp,
+        channels_last=channels_last,
+        scaler=torch.amp.GradScaler("cuda") if device.type == "cuda" and amp else None,
+        log_every=cfg.runtime.log_every,
+        average=WeightAverage(model, cfg.optim.ema_decay) if cfg.optim.ema_decay else None,
     )
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and amp else None
 
     sha, dirty = git_state()
     data_rev = data_revision()
@@ -214,25 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         best, best_epoch, history, start = -1.0, 0, [], time.time()
         for epoch in range(1, cfg.optim.epochs + 1):
             t0 = time.time()
-            for dataset in sets:
-                dataset.set_epoch(epoch)
-            sampler.set_epoch(epoch)
+            set_epoch(train_loader, epoch)
             size = size_for_epoch(epoch, cfg.optim.epochs, cfg.optim.progressive, cfg.model.input_size)
-            loss = train_one_epoch(
-                model,
-                train_loader,
-                loss_fn,
-                optimiser,
-                scheduler,
-                device,
-                amp,
-                channels_last,
-                scaler,
-                cfg.runtime.log_every,
-                size,
-                average,
-            )
-            scored = average.module() if average else model  # what is validated is what is saved
+            loss = train_one_epoch(trainer, train_loader, size)
+            scored = trainer.scored()  # what is validated is what is saved
             val = validate(scored, val_loader, device, amp, channels_last, cfg.threshold)
             elapsed = time.time() - t0
             history.append(
@@ -241,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                     "size": size,
                     "loss": loss,
                     **{f"val_{k}": v for k, v in val.items()},
-                    "lr": scheduler.get_last_lr()[0],
+                    "lr": trainer.scheduler.get_last_lr()[0],
                     "seconds": elapsed,
                 }
             )

@@ -7,11 +7,14 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from lib.metrics import image_metrics
 
@@ -109,45 +112,54 @@ class WeightAverage:
         return self.model.module
 
 
-def train_one_epoch(
-    model,
-    loader,
-    loss_fn,
-    optimiser,
-    scheduler,
-    device,
-    amp,
-    channels_last,
-    scaler,
-    log_every,
-    size: int | None = None,
-    average: WeightAverage | None = None,
-):
+@dataclass(frozen=True)
+class Trainer:
+    """What every training step uses and the loop never replaces: built once, before the first epoch."""
+
+    model: nn.Module
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    optimiser: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # stepped after every optimiser step
+    device: torch.device
+    amp: bool  # autocast of the forward pass (bf16 on CPU, fp16 on CUDA)
+    channels_last: bool  # NHWC inputs, to match a channels-last model
+    scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling on CUDA; None = plain backward
+    log_every: int = 0  # steps between progress lines; 0 = none
+    average: WeightAverage | None = None  # updated after every step when given
+
+    def scored(self) -> nn.Module:
+        """The weights to validate and save: the running average when there is one, else the model."""
+        return self.average.module() if self.average else self.model
+
+
+def train_one_epoch(t: Trainer, loader, size: int | None = None) -> float:
+    """One pass over `loader` at `size` px (None = as loaded); returns the mean training loss per image."""
+    model, optimiser, device = t.model, t.optimiser, t.device
     model.train()
     total, n, start = 0.0, 0, time.time()
     for step, (x, y) in enumerate(loader, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if size:
             x, y = resize_batch(x, y, size)
-        if channels_last:
+        if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         optimiser.zero_grad(set_to_none=True)
-        with autocast(device, amp):
+        with autocast(device, t.amp):
             logits = model(x)
-        loss = loss_fn(logits.float(), y)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimiser)
-            scaler.update()
+        loss = t.loss_fn(logits.float(), y)
+        if t.scaler is not None:
+            t.scaler.scale(loss).backward()
+            t.scaler.step(optimiser)
+            t.scaler.update()
         else:
             loss.backward()
             optimiser.step()
-        scheduler.step()
-        if average is not None:
-            average.update(model)
+        t.scheduler.step()
+        if t.average is not None:
+            t.average.update(model)
         total += loss.item() * len(x)
         n += len(x)
-        if log_every and step % log_every == 0:
+        if t.log_every and step % t.log_every == 0:
             ms = (time.time() - start) / n * 1000
             print(f"  step {step}/{len(loader)} loss {total / n:.4f} ({ms:.0f} ms/img)", flush=True)
     return total / max(1, n)
@@ -219,3 +231,26 @@ class MixedBatchSampler(torch.utils.data.Sampler):
 
     def _cycles(self) -> int:
         return max(1, -(-len(self) * self.per_batch // max(1, self.n_neg)))
+
+
+def mixed_loader(
+    positives: Dataset, negatives: Dataset | None, batch_size: int, per_batch: int, seed: int, workers: int
+) -> DataLoader:
+    """Training batches of `batch_size - per_batch` positives plus `per_batch` negatives (MixedBatchSampler).
+
+    The last, short batch is dropped, except when there are no more positives than `batch_size`: a
+    tiny split (the smoke run's 16 images) would otherwise give no batch at all.
+    """
+    n_neg = len(negatives) if negatives is not None else 0
+    sampler = MixedBatchSampler(
+        len(positives), n_neg, batch_size, per_batch, seed, drop_last=len(positives) > batch_size
+    )
+    sets = [positives] if negatives is None else [positives, negatives]
+    return DataLoader(ConcatDataset(sets), batch_sampler=sampler, num_workers=workers)
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Give a `mixed_loader` its epoch: augmentation and batch order depend only on (seed, epoch)."""
+    for dataset in loader.dataset.datasets:
+        dataset.set_epoch(epoch)
+    loader.batch_sampler.set_epoch(epoch)

@@ -1,9 +1,10 @@
-"""Provenance (git SHA, DVC data revision), MLflow set-up and the registered model's name, for the stages."""
+"""Provenance (git SHA, DVC data revision), MLflow set-up and logging, and the registered model's name."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,29 @@ def setup_mlflow(experiment: str):
         mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment)
     return mlflow
+
+
+def log_to_run(run_id: str, results: dict, out_dir: str) -> str:
+    """Add evaluation metrics and reports to the (finished) training run."""
+    from mlflow.entities import Metric
+
+    from lib.config import flatten
+
+    client = set_tracking().MlflowClient()
+    try:
+        client.get_run(run_id)
+    except Exception as exc:  # a checkpoint from another tracking store: report, don't fail
+        return f"not logged to MLflow (run {run_id} not found: {type(exc).__name__})"
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{section}_{k}", v, now, 0)
+        for section, m in results.items()
+        for k, v in flatten(m).items()
+        if isinstance(v, float) and ".params." not in k  # corruption settings are not results
+    ]
+    client.log_batch(run_id, metrics=metrics)
+    client.log_artifacts(run_id, out_dir, artifact_path=Path(out_dir).name)
+    return f"logged to MLflow run {run_id}"
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from bin_helpers import ROOT, load_bin
 
+from lib.config import ConfigError
 from lib.decision import (
     checkpoint_threshold,
     choose_min_area,
@@ -120,7 +121,7 @@ def test_the_config_holds_no_threshold_number_only_how_to_choose_it():
     )
     assert cfg.threshold == "checkpoint"
     for value in ("0.4", "high"):  # a number here would be a second source beside conf/train.yaml
-        with pytest.raises(evaluate.ConfigError, match="threshold"):
+        with pytest.raises(ConfigError, match="threshold"):
             evaluate.load_config(
                 evaluate.EvaluateConfig, ROOT / "conf/smoke/evaluate.yaml", [f"threshold={value}"]
             )

@@ -1,0 +1,229 @@
+"""Evaluating a checkpoint on labelled splits: one prediction pass per split (`scan_split`), the operating
+point chosen from it (`decide`), and the reports written at that point (per split, negatives, robustness).
+
+`cfg` below is bin/evaluate.py's EvaluateConfig: the settings stay in the script, as in every stage.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lib.calibration import calibration_bins, reliability
+from lib.corruptions import SEVERITIES, corrupt
+from lib.decision import (
+    Decision,
+    choose_min_area,
+    choose_threshold,
+    image_level,
+    load_decision,
+    min_area_candidates,
+)
+from lib.io import read_image, read_mask, write_image, write_json
+from lib.metrics import (
+    count_metrics,
+    image_metrics,
+    pr_curve,
+    summarise,
+    threshold_confusions,
+    threshold_histograms,
+)
+from lib.negatives import crop_negatives, false_alarm_summary
+from lib.overlay import caption, draw_overlay, montage
+from lib.plots import dice_histogram_png, pr_curve_png, reliability_png
+
+
+@dataclass
+class Scan:
+    """What one pass over a split leaves: per-image counts at each candidate threshold, and split sums."""
+
+    stems: list[str]
+    counts: list[np.ndarray] = field(default_factory=list)  # per image (T, 4): tp, fp, fn, tn
+    shapes: list[tuple[int, int]] = field(default_factory=list)  # per image (H, W)
+    crops: list[tuple[str, int]] = field(default_factory=list)  # (stem, index) of each negative crop
+    crop_areas: list[np.ndarray] = field(default_factory=list)  # per crop (T,): predicted area share
+    pr: tuple[np.ndarray, np.ndarray] | None = None  # summed threshold_histograms
+    calibration: np.ndarray | None = None  # summed calibration_bins
+
+    def areas(self, k: int) -> np.ndarray:
+        """Predicted polyp share of each image at threshold index k."""
+        return np.array([(c[k, 0] + c[k, 1]) / c[k].sum() for c in self.counts])
+
+    def negative_areas(self, k: int) -> np.ndarray:
+        """Predicted share of every polyp-free picture: images with an empty mask, then the crops."""
+        empty = np.array([c[0, 0] + c[0, 2] == 0 for c in self.counts], bool)
+        return np.concatenate([self.areas(k)[empty], [a[k] for a in self.crop_areas]])
+
+    def positive_areas(self, k: int) -> np.ndarray:
+        return self.areas(k)[[c[0, 0] + c[0, 2] > 0 for c in self.counts]]
+
+    def dice(self, k: int | None = None) -> np.ndarray:
+        """Per-image Dice at threshold index k, or `(N, T)` at every threshold."""
+        dice = np.array([[count_metrics(*row)["dice"] for row in c] for c in self.counts])
+        return dice if k is None else dice[:, k]
+
+
+def scan_split(name, stems, images, masks, predict, thresholds, cfg, crop_size: int | None) -> Scan:
+    """Predict every image once (and its negative crops when `crop_size` is given)."""
+    scan, start = Scan(stems), time.time()
+    pos, neg = np.zeros(cfg.pr_bins, np.int64), np.zeros(cfg.pr_bins, np.int64)
+    calibration = np.zeros((cfg.calibration_bins, 3))
+    for i, stem in enumerate(stems, 1):
+        rgb, gt = read_image(images[stem]), read_mask(masks[stem])
+        prob = predict(rgb)
+        scan.counts.append(threshold_confusions(prob, gt, thresholds))
+        scan.shapes.append(gt.shape)
+        p, n = threshold_histograms(prob, gt, cfg.pr_bins)
+        pos, neg = pos + p, neg + n
+        calibration += calibration_bins(prob, gt, cfg.calibration_bins)
+        crops = crop_negatives(rgb, gt, cfg.negatives.crops, cfg.seed, stem, crop_size) if crop_size else []
+        for j, crop in enumerate(crops):
+            crop_prob = predict(crop)
+            scan.crops.append((stem, j))
+            scan.crop_areas.append(np.array([np.mean(crop_prob >= t) for t in thresholds]))
+        if i % 25 == 0 or i == len(stems):
+            print(
+                f"evaluate[{name}]: {i}/{len(stems)} images, {len(scan.crops)} negative crops, "
+                f"{time.time() - start:.0f}s",
+                flush=True,
+            )
+    scan.pr, scan.calibration = (pos, neg), calibration
+    return scan
+
+
+def decide(cfg, scan: Scan, thresholds: list[float], trained: float) -> Decision:
+    """Threshold (best mean Dice, ties to the checkpoint's `trained`) and min area (best balanced
+    accuracy) on the choose_on scan; a min area given in the config is kept."""
+    threshold = choose_threshold(scan.dice(), thresholds, trained) if cfg.threshold == "auto" else trained
+    k = thresholds.index(threshold)
+    where = f"{cfg.choose_on} ({len(scan.stems)} images"
+    if cfg.min_area_fraction != "auto":
+        return Decision(threshold, cfg.min_area_fraction, f"{where}; min area from the config)")
+    negatives = scan.negative_areas(k)
+    if negatives.size == 0:  # nothing polyp-free to weigh false alarms against: any pixel counts
+        return Decision(threshold, 0.0, f"{where}; no negatives, so min area 0)")
+    min_area = choose_min_area(scan.positive_areas(k), negatives, min_area_candidates())
+    return Decision(threshold, min_area, f"{where} + {len(scan.crop_areas)} negative crops)")
+
+
+def decision_for_data(cfg, conf: str, trained: float) -> Decision:
+    """--data has no validation split: reuse the main run's decision.json, else the checkpoint's
+    threshold `trained` and the config's min area."""
+    path = Path(cfg.out_dir) / "decision.json"
+    if path.exists():
+        decision = load_decision(path)
+        return Decision(decision.threshold, decision.min_area_fraction, f"{decision.chosen_on}, via {path}")
+    min_area = 0.0 if cfg.min_area_fraction == "auto" else cfg.min_area_fraction
+    return Decision(trained, min_area, f"checkpoint threshold and {conf}, as {path} does not exist")
+
+
+def write_split(name, scan: Scan, k: int, decision, images, masks, predict, cfg, out: Path, provenance):
+    """metrics.json, per_image.csv, plots and overlays of one split at the chosen operating point."""
+    rows = [
+        {"stem": s, **count_metrics(*c[k]), "height": h, "width": w, "area_fraction": float(a)}
+        for s, c, (h, w), a in zip(scan.stems, scan.counts, scan.shapes, scan.areas(k))
+    ]
+    curve, calibration = pr_curve(*scan.pr), reliability(scan.calibration)
+    detection = image_level(scan.positive_areas(k), scan.negative_areas(k), decision.min_area_fraction)
+    metrics = {
+        **summarise(rows),
+        "threshold": decision.threshold,
+        "average_precision": curve["average_precision"],
+        "ece": calibration["ece"],
+        "calibration_bins": cfg.calibration_bins,
+        "image_level": detection,
+        **provenance,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", metrics)
+    with open(out / "per_image.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "pr_curve.png").write_bytes(pr_curve_png(curve, decision.threshold, name))
+    (out / "dice_hist.png").write_bytes(dice_histogram_png([r["dice"] for r in rows], name))
+    (out / "reliability.png").write_bytes(reliability_png(calibration, name))
+
+    order = sorted(range(len(rows)), key=lambda j: rows[j]["dice"])
+    n = min(cfg.overlays_per_kind, len(rows))
+    rng = np.random.default_rng(cfg.seed)
+    picks = {"worst": order[:n], "best": order[::-1][:n], "random": sorted(rng.choice(len(rows), n, False))}
+    tiles = []
+    for kind, idx in picks.items():
+        for j in idx:
+            stem = rows[j]["stem"]
+            rgb = read_image(images[stem])
+            pred = predict(rgb) >= decision.threshold
+            label = f"{kind} {stem[:12]} dice {rows[j]['dice']:.3f}"
+            tile = caption(draw_overlay(rgb, pred, read_mask(masks[stem])), label)
+            write_image(out / "overlays" / f"{kind}_{stem}.png", tile)
+            tiles.append(tile)
+    write_image(out / "montage.png", montage(tiles, columns=n))
+    return metrics
+
+
+def write_negatives(scans: dict, k: int, decision, images, masks, predict, cfg, size: int, out: Path) -> dict:
+    """negatives/<split>.json per split; metrics.json and montage.png show negatives.report's crops."""
+    splits = {}
+    for name, scan in scans.items():
+        areas = np.array([a[k] for a in scan.crop_areas])
+        splits[name] = false_alarm_summary(areas, cfg.negatives.fp_area)
+        specificity = image_level([], areas, decision.min_area_fraction)["specificity"]
+        splits[name]["detected_rate"] = None if specificity is None else 1 - specificity
+        write_json(out / f"{name}.json", splits[name])
+    report = cfg.negatives.report
+    areas = np.array([a[k] for a in scans[report].crop_areas])
+    tiles = []
+    for j in np.argsort(-areas, kind="stable")[: cfg.negatives.montage]:
+        stem, index = scans[report].crops[j]
+        rgb, gt = read_image(images[stem]), read_mask(masks[stem])
+        crop = crop_negatives(rgb, gt, cfg.negatives.crops, cfg.seed, stem, size)[index]
+        pred = predict(crop) >= decision.threshold
+        tiles.append(caption(draw_overlay(crop, pred), f"{stem[:12]} area {areas[j]:.3f}"))
+    if tiles:  # frames too small or too dark for any crop leave none
+        write_image(out / "montage.png", montage(tiles, columns=4))
+    metrics = {
+        **splits[report],
+        "split": report,
+        "threshold": decision.threshold,
+        "min_area_fraction": decision.min_area_fraction,
+        "splits": splits,
+    }
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def run_robustness(stems, clean_dice, images, masks, predict, decision, cfg) -> dict:
+    """Mean Dice of the robustness split under each corruption and severity, and the drop from clean."""
+    rc = cfg.robustness
+    pairs = [(c, s) for c in (rc.corruptions or SEVERITIES) for s in rc.severities]
+    dice = {pair: [] for pair in pairs}
+    start = time.time()
+    for i, stem in enumerate(stems, 1):
+        rgb, gt = read_image(images[stem]), read_mask(masks[stem])
+        for c, s in pairs:
+            image, target = corrupt(rgb, gt, c, s, cfg.seed, stem)
+            dice[(c, s)].append(image_metrics(predict(image), target, decision.threshold)["dice"])
+        if i % 10 == 0 or i == len(stems):
+            eta = (time.time() - start) / i * (len(stems) - i)
+            print(f"evaluate[robustness]: {i}/{len(stems)} images x {len(pairs)} corruptions, eta {eta:.0f}s")
+    clean = float(np.mean(clean_dice))
+    table = {c: {} for c, _ in pairs}
+    for (c, s), values in dice.items():
+        mean = float(np.mean(values))
+        table[c][str(s)] = {"params": SEVERITIES[c][s], "dice_mean": mean, "dice_drop": clean - mean}
+    drops = {f"{c}/{s}": clean - float(np.mean(v)) for (c, s), v in dice.items()}
+    return {
+        "split": rc.split,
+        "n_images": len(stems),
+        "threshold": decision.threshold,
+        "seed": cfg.seed,
+        "dice_clean": clean,
+        "mean_dice_drop": float(np.mean(list(drops.values()))),
+        "worst": max(drops, key=drops.get),
+        "corruptions": table,
+    }

@@ -144,6 +144,12 @@ def write_split(name, scan: Scan, k: int, decision, images, masks, predict, cfg,
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    with open(out / "pr_curve.csv", "w", newline="") as fh:  # the data behind pr_curve.png, for dvc plots
+        writer = csv.writer(fh)
+        writer.writerow(["threshold", "precision", "recall", "dice"])
+        writer.writerows(
+            zip(*(np.round(curve[k], 6).tolist() for k in ("thresholds", "precision", "recall", "dice")))
+        )
     (out / "pr_curve.png").write_bytes(pr_curve_png(curve, decision.threshold, name))
     (out / "dice_hist.png").write_bytes(dice_histogram_png([r["dice"] for r in rows], name))
     (out / "reliability.png").write_bytes(reliability_png(calibration, name))

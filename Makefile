@@ -37,7 +37,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 lock: ## re-resolve requirements.in into requirements.lock with sha256 hashes (keeps existing pins; needs the index)
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet uv==$(UV_VERSION)
 	.lock-venv/bin/uv pip compile --quiet requirements.in --generate-hashes $(LOCK_PLATFORM) \
-		--custom-compile-command "make lock" --output-file requirements.lock
+		--no-strip-extras --custom-compile-command "make lock" --output-file requirements.lock
 	grep -E '^[A-Za-z0-9_.-]+==' requirements.lock | sed 's/ .*//' > .lock-venv/pins.txt
 	.lock-venv/bin/uv pip compile --quiet serve/requirements-serve.in --generate-hashes $(LOCK_PLATFORM) \
 		--constraint .lock-venv/pins.txt --custom-compile-command "make lock" --output-file serve/requirements-serve.txt

@@ -29,7 +29,10 @@ system-deps: ## Debian packages for the browser and container tests (chromium, p
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --require-hashes --requirement requirements.lock
+	@# The lock is the whole resolved closure with hashes: install exactly it (--no-deps), then check it is
+	@# consistent. (pip's resolver mis-handles extras such as pandas[parquet] in hash-checking mode.)
+	$(PY) -m pip install --quiet --require-hashes --no-deps --requirement requirements.lock
+	$(PY) -m pip check
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --editable .
 	@test -d .dvc || (dvc init --quiet && git add .dvc >/dev/null 2>&1 || true)
 	touch $@
@@ -37,7 +40,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 lock: ## re-resolve requirements.in into requirements.lock with sha256 hashes (keeps existing pins; needs the index)
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet uv==$(UV_VERSION)
 	.lock-venv/bin/uv pip compile --quiet requirements.in --generate-hashes $(LOCK_PLATFORM) \
-		--no-strip-extras --custom-compile-command "make lock" --output-file requirements.lock
+		--custom-compile-command "make lock" --output-file requirements.lock
 	grep -E '^[A-Za-z0-9_.-]+==' requirements.lock | sed 's/ .*//' > .lock-venv/pins.txt
 	.lock-venv/bin/uv pip compile --quiet serve/requirements-serve.in --generate-hashes $(LOCK_PLATFORM) \
 		--constraint .lock-venv/pins.txt --custom-compile-command "make lock" --output-file serve/requirements-serve.txt

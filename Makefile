@@ -22,10 +22,10 @@ help: ## list targets
 
 setup: $(VENV)/.installed system-deps ## create .venv and install the pinned requirements.lock (idempotent)
 
-system-deps: ## Debian packages for the browser and container tests (chromium, podman), when missing
+system-deps: ## Debian packages for the browser, container and diagram tests (chromium, podman, graphviz), when missing
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		$(MAKE) --no-print-directory chromium container-tools; \
-	else echo "setup: not root: install chromium, podman, buildah, runc, debootstrap yourself for those tests"; fi
+		$(MAKE) --no-print-directory chromium container-tools graphviz; \
+	else echo "setup: not root: install chromium, podman, buildah, runc, debootstrap, graphviz yourself for those tests"; fi
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -54,3 +54,10 @@ release-assets: ## GitHub release VERSION with the evaluation report, model card
 	gh release create "$(VERSION)" --verify-tag --title "polypseg $(VERSION)" \
 		--notes "Research baseline, NOT FOR CLINICAL USE. Gates: reports/gates.json of the main run." \
 		reports/evaluation-report-$(VERSION).tar.gz docs/model_card.md $(SBOM)
+
+.PHONY: diagram graphviz
+diagram: graphviz ## render docs/architecture.dot (the system diagram's source) to docs/architecture.svg
+	dot -Tsvg docs/architecture.dot -o docs/architecture.svg
+
+graphviz: ## install Debian graphviz (dot) for the diagram and its test when it is missing (apt-get)
+	@command -v dot >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q graphviz; }

@@ -45,6 +45,7 @@ class BenchConfig:
     threads: tuple[int, ...] = (1, 2)  # intra-op thread counts measured
     gate_threads: int = 1  # the setting bin/gates.py judges: one serving worker
     spinning: bool = False  # onnxruntime busy-wait; off as in serving
+    api_requests: int = 100  # sequential POST /predict to a real gunicorn (0 = skip; the gate then fails)
 
 
 def timings(fn, runs: int, warmup: int) -> dict:
@@ -120,6 +121,21 @@ def decide_int8(report: dict, report_path: str, gate_row: dict) -> dict:
     return decision
 
 
+def measure_api(model: Path, jpeg: bytes, cfg: BenchConfig) -> dict:
+    """Sequential POST /predict of a real JPEG to gunicorn serving `model` with one worker of
+    `gate_threads` onnxruntime threads: the latency a client sees (HTTP, decode, model, PNG encode)."""
+    from tests.support.harness import Gunicorn
+    from tests.support.loadgen import run_load
+
+    env = {"POLYPSEG_ORT_THREADS": str(cfg.gate_threads)}
+    with Gunicorn(model, workers=1, env=env) as server:
+        run_load(server.port, jpeg, concurrency=1, requests=min(cfg.warmup, cfg.api_requests))
+        row = run_load(server.port, jpeg, concurrency=1, requests=cfg.api_requests)
+    if row["errors"]:
+        raise RuntimeError(f"bench_latency: {row['errors']} of {cfg.api_requests} API requests failed")
+    return row
+
+
 @script("bench_latency", errors=(ModelContractError, QuantizeReportError))
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0], "conf/bench_latency.yaml").parse_args(argv)
@@ -159,7 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     gate_row = results[f"threads_{cfg.gate_threads}"]
     decision = decide_int8(int8_report, cfg.quantize_report, gate_row) if int8_report else None
     default = decision["default_model"] if decision else "fp32"
-    gate = gate_row[f"onnxruntime_{default}"]["end_to_end"]
+    in_process = gate_row[f"onnxruntime_{default}"]["end_to_end"]
+    jpeg = (Path(cfg.images_dir) / f"{stem}.jpg").read_bytes()
+    api = measure_api(models[default][0], jpeg, cfg) if cfg.api_requests else None
+    if api:
+        print(f"bench_latency: API POST /predict p50 {api['p50_ms']:.1f} ms ({cfg.api_requests} requests)")
+    # The spec's gate is API latency: what a client of /predict waits for, not the session alone.
+    gate = {"p50_ms": api["p50_ms"], "p95_ms": api["p95_ms"], "measure": "http_api"} if api else {}
     environment = {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
@@ -172,18 +194,19 @@ def main(argv: list[str] | None = None) -> int:
         cfg.out,
         {
             "gate": {
-                "p50_ms": gate["p50_ms"],
-                "p95_ms": gate["p95_ms"],
-                "measure": "end_to_end",
+                **gate,
+                "in_process_p50_ms": in_process["p50_ms"],
                 "model": default,
                 "threads": cfg.gate_threads,
                 "input_size": meta.input_size,
             },
             "default_model": str(models[default][0]),
+            "api": api,
             "results": results,
             "int8": decision,
             "image": {"stem": stem, "height": int(rgb.shape[0]), "width": int(rgb.shape[1])},
             "model_version": meta.model_version,
+            "onnx_sha256": meta.sha256,  # the fp32 model this report measured (INT8 is derived from it)
             "environment": environment,
             "config": to_dict(cfg),
         },
@@ -194,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         f"bench_latency: onnxruntime fp32 inference p50 {fp32:.1f} ms at {cfg.gate_threads} thread(s)"
         + (f", PyTorch eager {ratio:.2f}x that" if ratio else "")
         + (f"; default {default} ({decision['reason']})" if decision else "")
-        + f"; gate p50 {gate['p50_ms']:.1f} ms end to end -> {cfg.out}"
+        + (f"; gate: API p50 {gate['p50_ms']:.1f} ms" if gate else "; gate: no API measurement")
+        + f" -> {cfg.out}"
     )
     return 0
 

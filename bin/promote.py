@@ -3,14 +3,18 @@
 
 Usage: bin/promote.py --conf conf/gates.yaml --approve --by NAME
        bin/promote.py --conf conf/gates.yaml --rollback --by NAME [--reason TEXT]
+
+Promotion requires the gate results bin/gates.py stored on the staged version (gates_* tags): they
+must exist, have passed, and have been measured for that version's model (not a stale report's).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 from lib.cli import parser, script
-from lib.gates import add_gate_arguments, all_passed, format_table, gather, load_gates, summarise
+from lib.gates import load_gates
 
 
 @script("promote")
@@ -20,12 +24,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rollback", action="store_true", help="give @production back to the previous version")
     p.add_argument("--by", default="", help="who approves or rolls back (required; recorded on the version)")
     p.add_argument("--reason", default="", help="why (recorded with a rollback)")
-    args = add_gate_arguments(p).parse_args(argv)
+    p.add_argument("--register-conf", help="config naming the model (default: register.yaml beside --conf)")
+    args = p.parse_args(argv)
     cfg = load_gates(args)
     if not args.by.strip():
         print("promote: refused: say who you are with --by NAME", file=sys.stderr)
         return 1
-    from lib.registry import STAGING, RegistryError, alias_version, client, promote, record_event, rollback
+    from lib.registry import (
+        GATES_SUMMARY,
+        STAGING,
+        RegistryError,
+        alias_version,
+        client,
+        promote,
+        record_event,
+        rollback,
+        stored_gates_problem,
+    )
 
     c = client()
     if args.rollback:
@@ -43,17 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.alias != STAGING:
         print(f"promote: refused: only @{STAGING} is promoted, not @{cfg.alias}", file=sys.stderr)
         return 2
-    results = gather(cfg)
-    print(format_table(results))
-    gates = summarise(results)
+    staged = alias_version(c, cfg.model_name, STAGING)
+    if staged is None:
+        print(f"promote: refused: {cfg.model_name} has no @{STAGING} version", file=sys.stderr)
+        return 1
+    tags = c.get_model_version(cfg.model_name, staged).tags
+    problem = stored_gates_problem(tags)
     try:
-        if not all_passed(results):
-            failed = [r.name for r in results if not r.passed]
-            staged = alias_version(c, cfg.model_name, STAGING)
-            if staged is not None:
-                record_event(c, cfg.model_name, staged, "promotion_refused", args.by, {"failed": failed})
-            print(f"promote: refused: gates failed: {', '.join(failed)}", file=sys.stderr)
+        if problem:
+            record_event(c, cfg.model_name, staged, "promotion_refused", args.by, {"why": problem})
+            print(f"promote: refused: {cfg.model_name} v{staged}: {problem}", file=sys.stderr)
             return 1
+        gates = {"passed": True, "gates": json.loads(tags[GATES_SUMMARY]), "at": tags.get("gates_at")}
         done = promote(c, cfg.model_name, args.by, gates)
     except RegistryError as exc:
         print(f"promote: refused: {exc}", file=sys.stderr)

@@ -52,6 +52,7 @@ def bench_args(real_samples, tmp_path, fp32, int8, report, **extra) -> list[str]
         "runs": 5,
         "warmup": 1,
         "threads": "[1]",
+        "api_requests": 5,
     } | extra
     args = ["--conf", str(ROOT / "conf/bench_latency.yaml")]
     for key, value in sets.items():
@@ -73,10 +74,12 @@ def test_cli_times_onnxruntime_and_pytorch_and_records_the_int8_decision(tmp_pat
     assert list(report) == [
         "gate",
         "default_model",
+        "api",
         "results",
         "int8",
         "image",
         "model_version",
+        "onnx_sha256",
         "environment",
         "config",
     ]
@@ -91,6 +94,10 @@ def test_cli_times_onnxruntime_and_pytorch_and_records_the_int8_decision(tmp_pat
         row["onnxruntime_fp32"]["inference"]["runs"] == 5 and row["pytorch_eager"]["end_to_end"]["p50_ms"] > 0
     )
     assert report["gate"]["threads"] == 1 and report["gate"]["p50_ms"] > 0
+    # The gate is the API's latency: real gunicorn, POST /predict of the sample image, every request answered.
+    assert report["gate"]["measure"] == "http_api" and report["gate"]["p50_ms"] == report["api"]["p50_ms"]
+    assert report["api"]["requests"] == 5 and report["api"]["errors"] == 0
+    assert report["onnx_sha256"] == sha256_file(fp32)
     # The Dice half of the decision is the quantize report's; the latency half is this run's.
     dice = json.loads(report_path.read_text())
     decision = report["int8"]

@@ -48,8 +48,8 @@ def test_model_card_gate_names_what_is_missing():
 
 
 def test_latency_gate_is_strictly_below_the_limit():
-    assert latency_gate({"gate": {"p50_ms": 149.9}}, 150).passed
-    assert not latency_gate({"gate": {"p50_ms": 150.0}}, 150).passed
+    assert latency_gate({"gate": {"p50_ms": 149.9, "measure": "http_api"}}, 150).passed
+    assert not latency_gate({"gate": {"p50_ms": 150.0, "measure": "http_api"}}, 150).passed
 
 
 def test_table_lists_every_gate_and_marks_failures():
@@ -62,13 +62,32 @@ def test_table_lists_every_gate_and_marks_failures():
 
 
 @pytest.fixture
-def reports(tmp_path: Path) -> dict:
+def local_model(tmp_path: Path, monkeypatch):
+    """A tiny local model (model.json with its identity) and an empty MLflow store: nothing is staged,
+    so the gates judge the local model."""
+    from lib.model_contract import read_model_json
+    from tests.support.tinymodel import write_tiny_model
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/empty.db")
+    onnx_path = write_tiny_model(tmp_path / "model", size=64)
+    meta = read_model_json(onnx_path.with_name("model.json"))
+    return onnx_path.with_name("model.json"), meta
+
+
+@pytest.fixture
+def reports(tmp_path: Path, local_model) -> dict:
+    _, meta = local_model
+    ours = {"model_version": meta.model_version}
     files = {
-        "metrics": {"dice_mean": 0.86, "n_images": 150},
-        "parity": PARITY_OK,
-        "latency": {"gate": {"p50_ms": 21.0, "measure": "end_to_end", "model": "fp32", "threads": 1}},
+        "metrics": {"dice_mean": 0.86, "n_images": 150, **ours},
+        "parity": {**PARITY_OK, **ours, "sha256": meta.sha256},
+        "latency": {
+            "gate": {"p50_ms": 21.0, "measure": "http_api", "model": "fp32", "threads": 1},
+            **ours,
+            "onnx_sha256": meta.sha256,
+        },
     }
-    paths = {}
+    paths = {"model_json": local_model[0]}
     for name, payload in files.items():
         paths[name] = tmp_path / f"{name}.json"
         paths[name].write_text(json.dumps(payload))
@@ -78,6 +97,7 @@ def reports(tmp_path: Path) -> dict:
 def cli_args(reports: dict, **replace) -> list[str]:
     paths = {**reports, **replace}
     args = ["--conf", str(ROOT / "conf/gates.yaml"), "--set", "check_model=false"]
+    args += ["--set", f"model_json={paths['model_json']}"]
     for name in ("metrics", "parity", "latency"):
         args += [f"--{name}", str(paths[name])]
     return args
@@ -86,12 +106,13 @@ def cli_args(reports: dict, **replace) -> list[str]:
 def test_cli_passes_and_prints_the_table(reports, capsys):
     assert load_bin("gates").main(cli_args(reports)) == 0
     out = capsys.readouterr().out
-    assert "test_dice" in out and "cpu_latency_p50" in out and "3/3 passed" in out
+    assert "test_dice" in out and "api_latency_p50" in out and "3/3 passed" in out
+    assert "judging " in out and "models/model.json" not in out  # the tmp model.json was judged
 
 
 def test_cli_fails_on_a_low_dice_metrics_file(reports, tmp_path, capsys):
     low = tmp_path / "low.json"
-    low.write_text(json.dumps({"dice_mean": 0.61, "n_images": 150}))
+    low.write_text(json.dumps({**json.loads(reports["metrics"].read_text()), "dice_mean": 0.61}))
     assert load_bin("gates").main(cli_args(reports, metrics=low)) == 1
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("test_dice"))
@@ -100,9 +121,35 @@ def test_cli_fails_on_a_low_dice_metrics_file(reports, tmp_path, capsys):
 
 def test_cli_fails_on_slow_latency_and_missing_parity(reports, tmp_path, capsys):
     slow = tmp_path / "slow.json"
-    slow.write_text(json.dumps({"gate": {"p50_ms": 151.0}}))
+    latency = json.loads(reports["latency"].read_text())
+    slow.write_text(json.dumps({**latency, "gate": {**latency["gate"], "p50_ms": 151.0}}))
     assert load_bin("gates").main(cli_args(reports, latency=slow, parity=tmp_path / "absent.json")) == 1
-    assert "FAILED: onnx_parity, cpu_latency_p50" in capsys.readouterr().out
+    assert "FAILED: onnx_parity, api_latency_p50" in capsys.readouterr().out
+
+
+def test_a_report_of_another_model_fails_its_gate_as_stale(reports, tmp_path, capsys):
+    # The acceptance case: metrics measured on another model must not pass for this one, however good.
+    other = tmp_path / "other_metrics.json"
+    other.write_text(json.dumps({"dice_mean": 0.95, "n_images": 150, "model_version": "0000000-other"}))
+    assert load_bin("gates").main(cli_args(reports, metrics=other)) == 1
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("test_dice"))
+    assert "FAIL" in row and "stale" in row and str(other) in row and "0000000-other" in row
+
+
+def test_parity_of_another_onnx_file_is_stale(reports, tmp_path, capsys):
+    parity = json.loads(reports["parity"].read_text())
+    other = tmp_path / "other_parity.json"
+    other.write_text(json.dumps({**parity, "sha256": "f" * 64}))
+    assert load_bin("gates").main(cli_args(reports, parity=other)) == 1
+    assert "FAILED: onnx_parity" in capsys.readouterr().out
+
+
+def test_latency_measured_in_process_only_does_not_count(reports, tmp_path):
+    latency = json.loads(reports["latency"].read_text())
+    in_process = tmp_path / "in_process.json"
+    in_process.write_text(json.dumps({**latency, "gate": {**latency["gate"], "measure": "end_to_end"}}))
+    assert load_bin("gates").main(cli_args(reports, latency=in_process)) == 1
 
 
 def test_the_registered_name_comes_from_the_register_conf(reports, tmp_path, monkeypatch):
@@ -111,7 +158,7 @@ def test_the_registered_name_comes_from_the_register_conf(reports, tmp_path, mon
 
     assert "model_name" not in yaml.safe_load((ROOT / "conf/gates.yaml").read_text())
     gates, seen = load_bin("gates"), []
-    monkeypatch.setattr(gates, "gather", lambda cfg: seen.append(cfg.model_name) or [])
+    monkeypatch.setattr(gates, "gather", lambda cfg, identity: seen.append(cfg.model_name) or [])
     gates.main(cli_args(reports))
     other = tmp_path / "register.yaml"
     text = (ROOT / "conf/register.yaml").read_text()

@@ -28,6 +28,7 @@ from lib.pyfunc_model import example_frame, small_jpeg
 from lib.registry import (
     HISTORY_TAG,
     PRODUCTION,
+    SHA_TAG,
     STAGING,
     client,
     log_exported_models,
@@ -176,24 +177,36 @@ def test_register_picks_the_best_run_sets_staging_and_reuses_the_version(mlflow,
     assert load_registry(f"models:/{NAME}@staging").meta.artifact_version == "v-high"
 
 
-@pytest.fixture
-def gate_files(tmp_path) -> dict:
-    files = {
-        "metrics": {"dice_mean": 0.85, "n_images": 150},
-        "parity": {"passed": True, "mean_abs_diff": 1e-7, "max_abs_diff": 1e-6, "tolerance": 1e-4},
-        "latency": {"gate": {"p50_ms": 20.0}},
+GATES_CONF = str(ROOT / "conf/gates.yaml")
+
+
+def promote_args(*flags: str) -> list[str]:
+    return ["--conf", GATES_CONF, *flags]
+
+
+def gate_staged(tmp_path: Path, dice: float = 0.85, **identity) -> int:
+    """Write passing reports for the staged version's model (or for `identity`), run bin/gates.py on
+    them; its exit status. The results land on the version as gates_* tags."""
+    tags = client().get_model_version_by_alias(NAME, STAGING).tags
+    ours = {"model_version": tags["model_version"], **identity}
+    sha = identity.get("sha256", tags[SHA_TAG])
+    reports = {
+        "metrics": {"dice_mean": dice, "n_images": 150, **ours},
+        "parity": {
+            "passed": True,
+            "mean_abs_diff": 1e-7,
+            "max_abs_diff": 1e-6,
+            "tolerance": 1e-4,
+            **ours,
+            "sha256": sha,
+        },
+        "latency": {"gate": {"p50_ms": 20.0, "measure": "http_api"}, **ours, "onnx_sha256": sha},
     }
-    for name, payload in files.items():
+    args = ["--conf", GATES_CONF]
+    for name, payload in reports.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(payload))
-    return {name: str(tmp_path / f"{name}.json") for name in files}
-
-
-def promote_args(gate_files: dict, *flags: str, **files) -> list[str]:
-    paths = {**gate_files, **files}
-    args = ["--conf", str(ROOT / "conf/gates.yaml"), *flags]
-    for name in ("metrics", "parity", "latency"):
-        args += [f"--{name}", str(paths[name])]
-    return args
+        args += [f"--{name}", str(tmp_path / f"{name}.json")]
+    return load_bin("gates").main(args)
 
 
 def stage_new_version(mlflow, tmp_path, run_hex: str, dice: float) -> str:
@@ -208,31 +221,58 @@ def holders(alias: str) -> list[str]:
     return [v for v in sorted(versions, key=int) if alias in c.get_model_version(NAME, v).aliases]
 
 
-def test_promote_refuses_without_approval_or_name(mlflow, tmp_path, gate_files):
+def test_promote_refuses_without_approval_or_name(mlflow, tmp_path):
     stage_new_version(mlflow, tmp_path, "a", 0.7)
+    assert gate_staged(tmp_path) == 0
     promote = load_bin("promote")
-    assert promote.main(promote_args(gate_files, "--by", "alice")) == 1
-    assert promote.main(promote_args(gate_files, "--approve")) == 1
+    assert promote.main(promote_args("--by", "alice")) == 1
+    assert promote.main(promote_args("--approve")) == 1
     assert holders(PRODUCTION) == []
 
 
-def test_promote_refuses_when_a_gate_fails(mlflow, tmp_path, gate_files, capsys):
+def test_promote_refuses_a_version_without_stored_gate_results(mlflow, tmp_path, capsys):
     version = stage_new_version(mlflow, tmp_path, "a", 0.7)
-    low = tmp_path / "low.json"
-    low.write_text(json.dumps({"dice_mean": 0.5}))
-    assert load_bin("promote").main(promote_args(gate_files, "--approve", "--by", "alice", metrics=low)) == 1
-    assert holders(PRODUCTION) == [] and "gates failed: test_dice" in capsys.readouterr().err
+    assert load_bin("promote").main(promote_args("--approve", "--by", "alice")) == 1
+    assert holders(PRODUCTION) == [] and "no gate results stored on it" in capsys.readouterr().err
+    assert client().get_model_version(NAME, version).tags["promotion_refused_by"] == "alice"
+
+
+def test_promote_refuses_when_a_gate_failed(mlflow, tmp_path, capsys):
+    version = stage_new_version(mlflow, tmp_path, "a", 0.7)
+    assert gate_staged(tmp_path, dice=0.5) == 1  # gates fail, and say so on the version
+    tags = client().get_model_version(NAME, version).tags
+    assert tags["gates_passed"] == "false" and tags["gates_model_version"] == "v-a"
+    assert load_bin("promote").main(promote_args("--approve", "--by", "alice")) == 1
+    assert holders(PRODUCTION) == [] and "its gates failed: test_dice" in capsys.readouterr().err
     tags = client().get_model_version(NAME, version).tags
     assert tags["promotion_refused_by"] == "alice" and "test_dice" in tags["audit.002"]
 
 
-def test_promote_with_approval_archives_the_previous_and_rollback_restores_it(mlflow, tmp_path, gate_files):
+def test_gates_on_reports_of_another_model_fail_and_block_promotion(mlflow, tmp_path, capsys):
+    stage_new_version(mlflow, tmp_path, "a", 0.7)
+    assert gate_staged(tmp_path, model_version="v-other") == 1  # excellent numbers, wrong model
+    assert "stale" in capsys.readouterr().out
+    assert load_bin("promote").main(promote_args("--approve", "--by", "alice")) == 1
+    assert holders(PRODUCTION) == []
+
+
+def test_promote_refuses_stale_stored_results(mlflow, tmp_path, capsys):
+    version = stage_new_version(mlflow, tmp_path, "a", 0.7)
+    assert gate_staged(tmp_path) == 0
+    client().set_model_version_tag(NAME, version, "gates_model_version", "v-older")  # judged another model
+    assert load_bin("promote").main(promote_args("--approve", "--by", "alice")) == 1
+    assert "stale" in capsys.readouterr().err and holders(PRODUCTION) == []
+
+
+def test_promote_with_approval_archives_the_previous_and_rollback_restores_it(mlflow, tmp_path):
     promote = load_bin("promote")
     first = stage_new_version(mlflow, tmp_path, "a", 0.70)
-    assert promote.main(promote_args(gate_files, "--approve", "--by", "alice")) == 0
+    assert gate_staged(tmp_path) == 0
+    assert promote.main(promote_args("--approve", "--by", "alice")) == 0
     assert holders(PRODUCTION) == [first]
     second = stage_new_version(mlflow, tmp_path, "b", 0.75)
-    assert promote.main(promote_args(gate_files, "--approve", "--by", "bob")) == 0
+    assert gate_staged(tmp_path) == 0
+    assert promote.main(promote_args("--approve", "--by", "bob")) == 0
     assert holders(PRODUCTION) == [second]
     c = client()
     old, new = c.get_model_version(NAME, first).tags, c.get_model_version(NAME, second).tags
@@ -243,21 +283,21 @@ def test_promote_with_approval_archives_the_previous_and_rollback_restores_it(ml
     assert promoted["gates"]["passed"] and {g["name"] for g in promoted["gates"]["gates"]} >= {"test_dice"}
     assert c.get_registered_model(NAME).tags[HISTORY_TAG] == f"{first},{second}"
 
-    assert promote.main(promote_args(gate_files, "--rollback")) == 1  # who rolls back must be named
-    assert promote.main(promote_args(gate_files, "--rollback", "--by", "carol", "--reason", "drift")) == 0
+    assert promote.main(promote_args("--rollback")) == 1  # who rolls back must be named
+    assert promote.main(promote_args("--rollback", "--by", "carol", "--reason", "drift")) == 0
     assert holders(PRODUCTION) == [first]
     assert c.get_model_version(NAME, second).tags["rolled_back_by"] == "carol"
     assert c.get_model_version(NAME, first).tags["restored_by"] == "carol"
-    assert promote.main(promote_args(gate_files, "--rollback", "--by", "carol")) == 1  # nothing earlier
+    assert promote.main(promote_args("--rollback", "--by", "carol")) == 1  # nothing earlier
 
 
-def test_gates_fail_for_a_logged_model_without_signature_or_example(mlflow, tmp_path, gate_files, capsys):
+def test_gates_fail_for_a_logged_model_without_signature_or_example(mlflow, tmp_path, capsys):
     import onnx
 
     onnx_path = write_tiny_model(tmp_path / "bare", size=64)
     with mlflow.start_run():
         info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="bare", pip_requirements=["onnxruntime"])
-    args = promote_args(gate_files, "--model-uri", info.model_uri)
+    args = promote_args("--model-uri", info.model_uri)
     assert load_bin("gates").main(args) == 1
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("model_card"))
     assert "FAIL" in row and "missing signature, input_example" in row
@@ -281,9 +321,10 @@ def test_ephemeral_server_starts_answers_and_stops(tmp_path):
         os.killpg(pid, 0)
 
 
-def test_registry_state_lists_versions_aliases_and_tags(mlflow, tmp_path, gate_files):
+def test_registry_state_lists_versions_aliases_and_tags(mlflow, tmp_path):
     first = stage_new_version(mlflow, tmp_path, "a", 0.70)
-    assert load_bin("promote").main(promote_args(gate_files, "--approve", "--by", "alice")) == 0
+    assert gate_staged(tmp_path) == 0
+    assert load_bin("promote").main(promote_args("--approve", "--by", "alice")) == 0
     second = stage_new_version(mlflow, tmp_path, "b", 0.75)
     out = tmp_path / "state.json"
     args = ["--conf", str(ROOT / "conf/register.yaml"), "--out", str(out)]

@@ -44,6 +44,8 @@ lock: ## re-resolve requirements.in into requirements.lock with sha256 hashes (k
 	grep -E '^[A-Za-z0-9_.-]+==' requirements.lock | sed 's/ .*//' > .lock-venv/pins.txt
 	.lock-venv/bin/uv pip compile --quiet serve/requirements-serve.in --generate-hashes $(LOCK_PLATFORM) \
 		--constraint .lock-venv/pins.txt --custom-compile-command "make lock" --output-file serve/requirements-serve.txt
+	.lock-venv/bin/uv pip compile --quiet serve/requirements-mlflow.in --generate-hashes $(LOCK_PLATFORM) \
+		--constraint .lock-venv/pins.txt --custom-compile-command "make lock" --output-file serve/requirements-mlflow.txt
 	rm -rf .lock-venv
 
 fetch_data: setup ## stage: get Kvasir-SEG and verify every file
@@ -97,8 +99,8 @@ serve: setup ## gunicorn on 127.0.0.1:$(PORT): models/model.onnx, or MODEL_URI=m
 
 ci: lint data smoke smoke-registry test ci-image ## what CI runs: lint, data, smoke train/eval/export/register, all tests, container
 
-ci-image: ## build the serving image with the smoke model and test it (part of make ci)
-	POLYPSEG_MODEL_DIR=$(CURDIR)/models/smoke $(MAKE) --no-print-directory image image-test
+ci-image: ## build the serving image with the smoke model, test it, and bring up the compose file (part of make ci)
+	POLYPSEG_MODEL_DIR=$(CURDIR)/models/smoke $(MAKE) --no-print-directory image image-test compose-test
 
 ci-cold: ## ci-image with an empty podman storage and no base image (what a never-used machine does)
 	POLYPSEG_MODEL_DIR=$(CURDIR)/models/smoke $(MAKE) --no-print-directory image-cold

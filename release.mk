@@ -61,3 +61,7 @@ diagram: graphviz ## render docs/architecture.dot (the system diagram's source) 
 
 graphviz: ## install Debian graphviz (dot) for the diagram and its test when it is missing (apt-get)
 	@command -v dot >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q graphviz; }
+
+.PHONY: plots
+plots: setup chromium ## dvc plots show as an offline page, checked in headless Chromium -> reports/plots/{index.html,plots.png}
+	$(PY) bin/plots_page.py --out reports/plots

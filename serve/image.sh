@@ -109,6 +109,47 @@ build() {
     podman image inspect --format 'image: {{.Id}} {{.Size}} bytes, user {{.Config.User}}' "$IMAGE"
 }
 
+MLFLOW_IMAGE=${POLYPSEG_MLFLOW_IMAGE:-localhost/polypseg-mlflow:latest}
+
+build_mlflow() {
+    local base ctx secret=()
+    ctx=$(mktemp -d /var/tmp/polypseg-mlflow-context.XXXXXX)
+    CTX=$ctx
+    trap 'rm -rf "$CTX"' EXIT
+    mkdir -p "$ctx/serve" && cp "$REPO/serve/Dockerfile.mlflow" "$REPO/serve/requirements-mlflow.txt" "$ctx/serve/"
+    base=$(pick_base)
+    [[ -s "$CA_BUNDLE" ]] && secret=(--secret "id=pip_cert,src=$CA_BUNDLE")
+    echo "image: building $MLFLOW_IMAGE from base $base"
+    podman build --format docker --build-arg "BASE_IMAGE=$base" "${secret[@]}" \
+        -f "$ctx/serve/Dockerfile.mlflow" -t "$MLFLOW_IMAGE" "$ctx" </dev/null
+}
+
+# serve/docker-compose.yml brought up for real (podman-compose): both services healthy, a prediction
+# through the API, the MLflow server answering; then everything removed, volumes included.
+compose_test() {
+    local api_port mlflow_port status=0
+    podman image exists "$IMAGE" || { echo "compose: $IMAGE is missing: make image first" >&2; return 1; }
+    api_port=$(PYTHONPATH="$REPO" "$PY" -c 'from tests.support.harness import free_port; print(free_port())')
+    mlflow_port=$(PYTHONPATH="$REPO" "$PY" -c 'from tests.support.harness import free_port; print(free_port())')
+    export API_PORT=$api_port MLFLOW_PORT=$mlflow_port POLYPSEG_IMAGE=$IMAGE POLYPSEG_MLFLOW_IMAGE=$MLFLOW_IMAGE
+    # Global, for the EXIT trap (see build).
+    COMPOSE=(podman-compose --project-name "polypseg-compose-$$" -f "$REPO/serve/docker-compose.yml")
+    trap '"${COMPOSE[@]}" down -v >/dev/null 2>&1 || true' EXIT
+    "${COMPOSE[@]}" up -d --no-build >/dev/null
+    PYTHONPATH="$REPO" "$PY" -m tests.support.harness smoke --port "$api_port" --timeout 180 || status=1
+    local t0=$SECONDS
+    while [[ $status == 0 ]] && ! curl -fsS --max-time 2 "http://127.0.0.1:$mlflow_port/health" >/dev/null 2>&1; do
+        if ((SECONDS - t0 > 180)); then echo "compose: MLflow /health not OK after 180 s" >&2; status=1; fi
+        sleep 1
+    done
+    local search="http://127.0.0.1:$mlflow_port/api/2.0/mlflow/experiments/search?max_results=1"
+    if [[ $status == 0 ]] && ! curl -fsS --max-time 10 "$search" >/dev/null; then
+        echo "compose: the MLflow REST API did not answer" >&2; status=1
+    fi
+    if [[ $status != 0 ]]; then "${COMPOSE[@]}" logs >&2 2>&1 | tail -60 >&2 || true; return 1; fi
+    echo "compose: API :$api_port answered /predict, MLflow :$mlflow_port healthy; removing (down -v)"
+}
+
 smoke() {
     local name port
     NAME="polypseg-image-test-$$"  # global for the EXIT trap (see build)
@@ -142,5 +183,7 @@ case "${1:-}" in
     pick-base) pick_base ;;
     build) build ;;
     test) smoke ;;
-    *) echo "usage: $0 base|build|test" >&2; exit 2 ;;
+    mlflow) build_mlflow ;;
+    compose-test) compose_test ;;
+    *) echo "usage: $0 base|build|test|mlflow|compose-test" >&2; exit 2 ;;
 esac

@@ -21,9 +21,9 @@ test-browser: chromium ## demo page in headless chromium -> reports/browser/demo
 chromium: ## install Debian chromium for the browser test when it is missing (apt-get)
 	@test -x /usr/bin/chromium || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
-container-tools: ## install podman, buildah, runc and debootstrap when missing (apt-get)
-	@command -v podman >/dev/null && command -v debootstrap >/dev/null || { apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman buildah runc debootstrap; }
+container-tools: ## install podman, buildah, runc, debootstrap and podman-compose when missing (apt-get)
+	@command -v podman >/dev/null && command -v debootstrap >/dev/null && command -v podman-compose >/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman buildah runc debootstrap podman-compose; }
 
 image-base: container-tools ## build the local base image localhost/debian-py311:bookworm (no registry needed)
 	serve/image.sh base
@@ -50,3 +50,10 @@ bench-serve: ## load test (1/4/16 clients, 2 sizes) + slow-client and overload s
 bench-fuzz: ## 10,000 fuzzed /predict requests to a real gunicorn (mutations + bomb families), 0 5xx -> reports/bench/fuzz.json
 	POLYPSEG_FUZZ_HTTP=1 POLYPSEG_FUZZ_CASES=10000 POLYPSEG_FUZZ_REPORT=reports/bench/fuzz.json PYTHONPATH=$(CURDIR) \
 		$(PY) -m pytest -q tests/test_serve_fuzz.py
+
+.PHONY: image-mlflow compose-test
+image-mlflow: container-tools ## build the compose file's MLflow server image (pinned serve/requirements-mlflow.txt) with podman
+	POLYPSEG_IMAGE=$(SERVE_IMAGE) PY=$(PY) serve/image.sh mlflow
+
+compose-test: image-mlflow ## after make image: serve/docker-compose.yml (API + MLflow) up with podman-compose, predict, check MLflow, remove
+	POLYPSEG_IMAGE=$(SERVE_IMAGE) PY=$(PY) serve/image.sh compose-test

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             args.out, {**summary, "model_version": identity and identity.model_version, "version": version}
         )
     if version is not None:
-        from lib.registry import client, record_gates
+        from lib.gates import record_gates
+        from lib.registry import client
 
         record_gates(client(), cfg.model_name, version, summary, identity.model_version, identity.onnx_sha256)
         print(f"gates: results stored on {cfg.model_name} v{version} (gates_* tags)")

@@ -30,17 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.by.strip():
         print("promote: refused: say who you are with --by NAME", file=sys.stderr)
         return 1
-    from lib.registry import (
-        GATES_SUMMARY,
-        STAGING,
-        RegistryError,
-        alias_version,
-        client,
-        promote,
-        record_event,
-        rollback,
-        stored_gates_problem,
-    )
+    from lib.gates import GATES_SUMMARY, stored_gates_problem
+    from lib.registry import STAGING, RegistryError, alias_version, client, promote, record_event, rollback
 
     c = client()
     if args.rollback:

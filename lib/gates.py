@@ -9,6 +9,8 @@ import argparse
 import json
 from dataclasses import asdict, dataclass, replace
 
+from lib.registry import SHA_TAG, now
+
 
 @dataclass(frozen=True)
 class GateResult:
@@ -193,7 +195,7 @@ def model_card_for(cfg: GatesConfig) -> tuple[dict | None, str]:
 def judged(cfg: GatesConfig) -> tuple[ModelIdentity | None, str | None]:
     """(identity, registered version): the version holding `alias` (its provenance tags), else the
     local model.json; (None, None) when neither can be read."""
-    from lib.registry import SHA_TAG, client
+    from lib.registry import client
 
     if not cfg.model_uri:
         try:
@@ -231,3 +233,33 @@ def gather(cfg: GatesConfig, identity: ModelIdentity | None) -> list[GateResult]
     lat = latency_gate(latency, cfg.max_p50_ms, cfg.latency)
     results.append(bind(lat, latency, identity, cfg.latency, sha_key="onnx_sha256"))
     return results
+
+
+# Results stored on the judged registry version (bin/gates.py writes them, bin/promote.py reads them).
+
+GATES_PASSED, GATES_SUMMARY = "gates_passed", "gates_summary"
+GATES_FOR = ("gates_model_version", "gates_onnx_sha256")  # the identity the results were measured for
+
+
+def record_gates(c, name: str, version: str, summary: dict, model_version: str, onnx_sha256: str) -> None:
+    """Store a gate evaluation on the version it judged (bin/gates.py); promotion reads it back."""
+    compact = [{k: g[k] for k in ("name", "passed", "value")} for g in summary["gates"]]
+    c.set_model_version_tag(name, version, GATES_PASSED, str(bool(summary["passed"])).lower())
+    c.set_model_version_tag(name, version, GATES_SUMMARY, json.dumps(compact)[:4900])
+    c.set_model_version_tag(name, version, "gates_at", now())
+    for key, value in zip(GATES_FOR, (model_version, onnx_sha256), strict=True):
+        c.set_model_version_tag(name, version, key, value)
+
+
+def stored_gates_problem(tags: dict) -> str | None:
+    """Why a version's stored gate results do not allow promotion (missing, failed or stale), or None."""
+    if GATES_PASSED not in tags:
+        return "no gate results stored on it: run make gates"
+    if tags[GATES_PASSED] != "true":
+        failed = [g["name"] for g in json.loads(tags.get(GATES_SUMMARY, "[]")) if not g["passed"]]
+        return f"its gates failed: {', '.join(failed) or 'see gates_summary'}"
+    judged = (tags.get(GATES_FOR[0]), tags.get(GATES_FOR[1]))
+    if judged != (tags.get("model_version"), tags.get(SHA_TAG)):
+        now_is = tags.get("model_version")
+        return f"its gate results are stale: measured for {judged[0]!r}, the version is {now_is!r}"
+    return None

@@ -254,34 +254,6 @@ def _history(c, name: str) -> list[str]:
     return [v for v in raw.split(",") if v]
 
 
-GATES_PASSED, GATES_SUMMARY = "gates_passed", "gates_summary"
-GATES_FOR = ("gates_model_version", "gates_onnx_sha256")  # the identity the results were measured for
-
-
-def record_gates(c, name: str, version: str, summary: dict, model_version: str, onnx_sha256: str) -> None:
-    """Store a gate evaluation on the version it judged (bin/gates.py); promotion reads it back."""
-    compact = [{k: g[k] for k in ("name", "passed", "value")} for g in summary["gates"]]
-    c.set_model_version_tag(name, version, GATES_PASSED, str(bool(summary["passed"])).lower())
-    c.set_model_version_tag(name, version, GATES_SUMMARY, json.dumps(compact)[:4900])
-    c.set_model_version_tag(name, version, "gates_at", now())
-    for key, value in zip(GATES_FOR, (model_version, onnx_sha256), strict=True):
-        c.set_model_version_tag(name, version, key, value)
-
-
-def stored_gates_problem(tags: dict) -> str | None:
-    """Why a version's stored gate results do not allow promotion (missing, failed or stale), or None."""
-    if GATES_PASSED not in tags:
-        return "no gate results stored on it: run make gates"
-    if tags[GATES_PASSED] != "true":
-        failed = [g["name"] for g in json.loads(tags.get(GATES_SUMMARY, "[]")) if not g["passed"]]
-        return f"its gates failed: {', '.join(failed) or 'see gates_summary'}"
-    judged = (tags.get(GATES_FOR[0]), tags.get(GATES_FOR[1]))
-    if judged != (tags.get("model_version"), tags.get(SHA_TAG)):
-        now_is = tags.get("model_version")
-        return f"its gate results are stale: measured for {judged[0]!r}, the version is {now_is!r}"
-    return None
-
-
 def promote(c, name: str, by: str, gates: dict) -> dict:
     """Move `production` to the `staging` version; tag both ends; returns what happened.
 

@@ -36,7 +36,7 @@ rollback: setup ## give @production back to the previous version, needs APPROVER
 	$(PY) bin/promote.py --conf conf/gates.yaml --rollback --by "$(APPROVER)" --reason "$(ROLLBACK_REASON)"
 
 bench: setup quantize ## CPU latency: onnxruntime (fp32, INT8 from quantize) vs PyTorch eager -> reports/bench/latency.json
-	$(PY) bin/bench_latency.py --conf conf/bench_latency.yaml
+	PYTHONPATH=$(CURDIR) $(PY) bin/bench_latency.py --conf conf/bench_latency.yaml  # tests.support: the real gunicorn harness
 
 mlflow-ephemeral: ## start a throw-away MLflow server in DIR (default /tmp/polypseg-mlflow); stop: bin/mlflow_server.sh stop DIR
 	PY=$(PY) MLFLOW=$(VENV)/bin/mlflow bin/mlflow_server.sh start $(or $(DIR),/tmp/polypseg-mlflow)

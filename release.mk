@@ -17,12 +17,12 @@ smoke-export: setup ## PR check: export + PyTorch/ONNX parity (5 samples) of the
 	PY=$(PY) MLFLOW=$(VENV)/bin/mlflow bin/mlflow_server.sh run $$dir -- \
 		$(PY) bin/export.py --conf conf/smoke/export.yaml; rc=$$?; rm -rf $$dir; exit $$rc
 
-dvc-diff: setup ## dvc params/metrics diff vs BASE as Markdown -> SUMMARY; dvc plots diff page -> reports/dvc-diff/plots
+dvc-diff: setup ## dvc params/metrics diff vs BASE as Markdown -> SUMMARY; dvc plots diff as an offline page -> reports/dvc-diff/plots
 	mkdir -p reports/dvc-diff $(dir $(SUMMARY))
 	{ echo "### Metrics: workspace vs $(BASE)"; dvc metrics diff --md --all $(BASE); echo; \
 	  echo "### Params: workspace vs $(BASE)"; dvc params diff --md $(BASE); echo; \
 	  echo "Plots: the dvc-plots-diff artifact (reports/dvc-diff/plots/index.html)."; } >> $(SUMMARY)
-	dvc plots diff $(BASE) --out reports/dvc-diff/plots
+	$(PY) bin/plots_page.py --diff $(BASE) --out reports/dvc-diff/plots --no-browser
 	@echo "dvc-diff: $(SUMMARY), reports/dvc-diff/plots/index.html"
 
 audit: setup ## pip-audit of requirements.lock and the image's requirements; exit 3 "NOT AUDITED" when it could not ask PyPI

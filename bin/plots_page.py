@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Render `dvc plots show` to a page that works offline, open it in headless Chromium, screenshot it.
 
-Usage: bin/plots_page.py [--out reports/plots] [--min-plots 8]
+Usage: bin/plots_page.py [--out reports/plots] [--min-plots 8] [--diff REV] [--no-browser]
 
 DVC's page loads Vega, Vega-Lite and vega-embed from a CDN, which CI runners and this machine cannot
 always reach: the page would show nothing. This script swaps those script tags for the same libraries
@@ -59,17 +59,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="reports/plots")
     p.add_argument("--min-plots", type=int, default=8, help="plots dvc.yaml declares (fewer drawn fails)")
+    p.add_argument("--diff", metavar="REV", help="dvc plots diff REV (the workspace against REV), not show")
+    p.add_argument("--no-browser", action="store_true", help="write the offline page only, no Chromium check")
     args = p.parse_args(argv)
     out = Path(args.out)
-    shown = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--out", str(out)], text=True)
+    what = ["diff", args.diff] if args.diff else ["show"]
+    shown = subprocess.run([sys.executable, "-m", "dvc", "plots", *what, "--out", str(out)], text=True)
     if shown.returncode != 0:
-        print("plots_page: dvc plots show failed (run make all first)", file=sys.stderr)
+        print(f"plots_page: dvc plots {' '.join(what)} failed (run make all first)", file=sys.stderr)
         return 1
     import vl_convert
 
     (out / BUNDLE).write_text(vl_convert.javascript_bundle())
     index = out / "index.html"
     index.write_text(make_offline(index.read_text()))
+    if args.no_browser:
+        print(f"plots_page: {index} (offline page, not opened)")
+        return 0
     if not Path(CHROMIUM).exists():
         print(f"plots_page: {CHROMIUM} is missing (make chromium)", file=sys.stderr)
         return 1

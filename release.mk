@@ -29,16 +29,12 @@ audit: setup ## pip-audit of requirements.lock and the image's requirements; exi
 	$(PY) bin/audit.py --out reports/audit.json
 
 sbom: ## CycloneDX SBOM of the serving image's Python environment (pip freeze inside the image) -> reports/sbom/
-	@mkdir -p $(dir $(SBOM))
-	podman run --rm --entrypoint /opt/venv/bin/pip $(SERVE_IMAGE) freeze --all > $(dir $(SBOM))image-freeze.txt
-	$(VENV)/bin/cyclonedx-py requirements --output-reproducible --of JSON -o $(SBOM) $(dir $(SBOM))image-freeze.txt
-	@echo "sbom: $$(grep -c '"bom-ref"' $(SBOM)) components -> $(SBOM)"
+	POLYPSEG_IMAGE=$(SERVE_IMAGE) SBOM=$(SBOM) PY=$(PY) serve/image.sh sbom
 
-image-push: image ## tag the serving image REGISTRY:VERSION and REGISTRY:sha-<commit>, log in with GHCR_USER/$$GHCR_TOKEN, push
+image-push: image ## push the serving image as REGISTRY:VERSION and REGISTRY:sha-<commit> (login: GHCR_USER, $$GHCR_TOKEN)
 	@test -n "$(REGISTRY)" || { echo "image-push: set REGISTRY=ghcr.io/<owner>/<name>"; exit 1; }
-	@test -z "$(GHCR_USER)" || printenv GHCR_TOKEN | podman login "$(firstword $(subst /, ,$(REGISTRY)))" -u "$(GHCR_USER)" --password-stdin
-	for tag in $(VERSION) sha-$$(git rev-parse --short=12 HEAD); do \
-		podman tag $(SERVE_IMAGE) $(REGISTRY):$$tag && podman push $(REGISTRY):$$tag || exit 1; done
+	POLYPSEG_IMAGE=$(SERVE_IMAGE) REGISTRY=$(REGISTRY) GHCR_USER=$(GHCR_USER) PY=$(PY) \
+		TAGS="$(VERSION) sha-$$(git rev-parse --short=12 HEAD)" serve/image.sh push
 
 registry-state: setup ## the registered model's versions, aliases, runs and tags as JSON -> reports/registry-state.json
 	$(PY) bin/registry_state.py --conf conf/register.yaml

@@ -150,6 +150,32 @@ compose_test() {
     echo "compose: API :$api_port answered /predict, MLflow :$mlflow_port healthy; removing (down -v)"
 }
 
+# CycloneDX SBOM of the image's Python environment: `pip freeze --all` inside the image, so it lists
+# exactly what the image ships (not the development venv).
+sbom() {
+    local out=${SBOM:?set SBOM=path/to/sbom.cdx.json} freeze
+    podman image exists "$IMAGE" || { echo "sbom: $IMAGE is missing: make image first" >&2; return 1; }
+    mkdir -p "$(dirname "$out")"
+    freeze="$(dirname "$out")/image-freeze.txt"
+    podman run --rm --entrypoint /opt/venv/bin/pip "$IMAGE" freeze --all >"$freeze" </dev/null
+    "$REPO/.venv/bin/cyclonedx-py" requirements --output-reproducible --of JSON -o "$out" "$freeze"
+    echo "sbom: $(grep -c . "$freeze") Python packages of $IMAGE -> $out"
+}
+
+# Tag the image REGISTRY:tag for each of TAGS and push (log in first with GHCR_USER and $GHCR_TOKEN).
+push() {
+    local registry=${REGISTRY:?set REGISTRY=ghcr.io/owner/name} tag
+    podman image exists "$IMAGE" || { echo "push: $IMAGE is missing: make image first" >&2; return 1; }
+    if [[ -n "${GHCR_USER:-}" ]]; then
+        printenv GHCR_TOKEN | podman login "${registry%%/*}" -u "$GHCR_USER" --password-stdin
+    fi
+    for tag in ${TAGS:?set TAGS}; do
+        podman tag "$IMAGE" "$registry:$tag"
+        podman push "$registry:$tag"
+        echo "push: $registry:$tag"
+    done
+}
+
 smoke() {
     local name port
     NAME="polypseg-image-test-$$"  # global for the EXIT trap (see build)
@@ -185,5 +211,7 @@ case "${1:-}" in
     test) smoke ;;
     mlflow) build_mlflow ;;
     compose-test) compose_test ;;
-    *) echo "usage: $0 base|build|test|mlflow|compose-test" >&2; exit 2 ;;
+    sbom) sbom ;;
+    push) push ;;
+    *) echo "usage: $0 base|build|test|mlflow|compose-test|sbom|push" >&2; exit 2 ;;
 esac

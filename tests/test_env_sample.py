@@ -39,6 +39,9 @@ def names_read() -> dict[str, str]:
         for pattern in SH_READS:
             for name in re.findall(pattern, path.read_text()):
                 found.setdefault(name, str(path.relative_to(ROOT)))
+    for path in tracked("serve/docker-compose.yml"):  # compose interpolates ${NAME:-default}
+        for name in re.findall(r"\$\{([A-Z][A-Z0-9_]+)", path.read_text()):
+            found.setdefault(name, str(path.relative_to(ROOT)))
     return found
 
 

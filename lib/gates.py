@@ -216,22 +216,28 @@ def judged(cfg: GatesConfig) -> tuple[ModelIdentity | None, str | None]:
 
 
 def gather(cfg: GatesConfig, identity: ModelIdentity | None) -> list[GateResult]:
-    """Read the reports (and the registry when `check_model`) and evaluate every gate for `identity`."""
+    """Read the reports (and the registry when `check_model`) and evaluate every gate for `identity`.
+
+    With no model to judge, a failing `model_identity` row leads the table and the report gates are
+    shown unbound, so the table still says what else would fail."""
+    metrics, parity, latency = _read(cfg.metrics), _read(cfg.parity), _read(cfg.latency)
+
+    def bound(result: GateResult, report: dict | None, source: str, sha_key: str = "") -> GateResult:
+        return result if identity is None else bind(result, report, identity, source, sha_key)
+
+    results = []
     if identity is None:
         where = f"models:/{cfg.model_name}@{cfg.alias} or {cfg.model_json}"
-        return [
-            GateResult("model_identity", False, "missing", "a model to judge", f"neither {where} readable")
-        ]
-    metrics, parity, latency = _read(cfg.metrics), _read(cfg.parity), _read(cfg.latency)
-    results = [
-        bind(dice_gate(metrics, cfg.min_test_dice, cfg.metrics), metrics, identity, cfg.metrics),
-        bind(parity_gate(parity, cfg.parity), parity, identity, cfg.parity, sha_key="sha256"),
+        results.append(GateResult("model_identity", False, "missing", "a model to judge", f"neither {where}"))
+    results += [
+        bound(dice_gate(metrics, cfg.min_test_dice, cfg.metrics), metrics, cfg.metrics),
+        bound(parity_gate(parity, cfg.parity), parity, cfg.parity, sha_key="sha256"),
     ]
     if cfg.check_model:
         card, where = model_card_for(cfg)
         results.append(model_card_gate(card, where))
     lat = latency_gate(latency, cfg.max_p50_ms, cfg.latency)
-    results.append(bind(lat, latency, identity, cfg.latency, sha_key="onnx_sha256"))
+    results.append(bound(lat, latency, cfg.latency, sha_key="onnx_sha256"))
     return results
 
 

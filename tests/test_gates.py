@@ -166,3 +166,10 @@ def test_the_registered_name_comes_from_the_register_conf(reports, tmp_path, mon
     gates.main([*cli_args(reports), "--register-conf", str(other)])
     assert seen == ["polyp-seg-unet", "other"]
     assert registered_model_name(ROOT / "conf/register.yaml") == "polyp-seg-unet"
+
+
+def test_with_no_model_to_judge_the_table_still_lists_every_gate(reports, tmp_path, capsys):
+    args = [*cli_args(reports), "--set", f"model_json={tmp_path / 'absent' / 'model.json'}"]
+    assert load_bin("gates").main(args) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: model_identity" in out and "test_dice" in out and "api_latency_p50" in out

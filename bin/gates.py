@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="also write the results as JSON here")
     args = p.parse_args(argv)
     cfg = load_gates(args)
-    identity, version = judged(cfg)
+    identity = judged(cfg)
+    version = identity.version if identity else None
     results = gather(cfg, identity)
     summary = summarise(results)
     if identity is not None:

@@ -11,7 +11,7 @@ import sys
 from lib.cli import parser, script
 from lib.config import load_config
 from lib.io import write_json
-from lib.tracking import RegisterConfig, setup_mlflow
+from lib.tracking import RegisterConfig
 
 
 @script("registry_state")
@@ -22,7 +22,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(RegisterConfig, args.conf, args.overrides)
     from lib.registry import client, registry_state
 
-    setup_mlflow(cfg.experiment)
     state = registry_state(client(), cfg.model_name)
     write_json(args.out, state)
     aliases = {a: v["version"] for v in state["versions"] for a in v["aliases"]}

@@ -1,6 +1,7 @@
 """Release gates: pure functions from report contents (plain dicts, None when missing) to results.
 
-Used by bin/gates.py (make gates) and bin/promote.py, which refuses to promote unless all pass.
+bin/gates.py (make gates) evaluates them for one model and stores the results on its registry version;
+bin/promote.py reads those stored results (`stored_gates_problem`) and refuses unless they passed.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class ModelIdentity:
     model_version: str  # <git sha>-<training run>
     onnx_sha256: str  # of the fp32 ONNX file
     source: str  # where the identity was read, e.g. models:/polyp-seg-unet@staging (v3)
+    version: str | None = None  # the registered version judged; None for the local model.json
 
 
 def bind(
@@ -122,7 +124,7 @@ def summarise(results: list[GateResult]) -> dict:
     return {"passed": all_passed(results), "gates": [asdict(r) for r in results]}
 
 
-# Inputs: the one part that reads files and the registry (bin/gates.py and bin/promote.py share it).
+# Inputs: the one part that reads files and the registry (bin/promote.py shares only the config loader).
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ REPORT_FILES = ("metrics", "parity", "latency")
 
 
 def add_gate_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options bin/gates.py and bin/promote.py share: other report files, another register config."""
+    """bin/gates.py's options: other report files, another register config."""
     for name in REPORT_FILES:
         p.add_argument(f"--{name}", help=f"read this file instead of the config's {name}")
     p.add_argument("--register-conf", help="config naming the model (default: register.yaml beside --conf)")
@@ -173,17 +175,15 @@ def _read(path: str) -> dict | None:
     return payload if isinstance(payload, dict) else None
 
 
-def model_card_for(cfg: GatesConfig) -> tuple[dict | None, str]:
-    """(card, where): the signature/example check of the staged version, else the logged model."""
-    from lib.registry import client, model_card
+def model_card_for(cfg: GatesConfig, identity: ModelIdentity | None) -> tuple[dict | None, str]:
+    """(card, where): the signature/example check of the judged version, else the logged model."""
+    from lib.registry import model_card
 
     uri = cfg.model_uri
+    if not uri and identity is not None and identity.version is not None:
+        uri = f"models:/{cfg.model_name}@{cfg.alias}"  # judged() found it: no second registry lookup
     if not uri:
-        try:
-            client().get_model_version_by_alias(cfg.model_name, cfg.alias)
-            uri = f"models:/{cfg.model_name}@{cfg.alias}"
-        except Exception:  # no such model or alias (MlflowException), or the store is unreachable
-            uri = (_read(cfg.export_record) or {}).get("pyfunc_model_uri", "")
+        uri = (_read(cfg.export_record) or {}).get("pyfunc_model_uri", "")
     if not uri:
         return None, f"models:/{cfg.model_name}@{cfg.alias} or {cfg.export_record}"
     try:
@@ -192,9 +192,9 @@ def model_card_for(cfg: GatesConfig) -> tuple[dict | None, str]:
         return {"model_uri": uri, "error": str(exc)[:200]}, uri
 
 
-def judged(cfg: GatesConfig) -> tuple[ModelIdentity | None, str | None]:
-    """(identity, registered version): the version holding `alias` (its provenance tags), else the
-    local model.json; (None, None) when neither can be read."""
+def judged(cfg: GatesConfig) -> ModelIdentity | None:
+    """The version holding `alias` (its provenance tags), else the local model.json; None when neither
+    can be read."""
     from lib.registry import client
 
     if not cfg.model_uri:
@@ -205,14 +205,14 @@ def judged(cfg: GatesConfig) -> tuple[ModelIdentity | None, str | None]:
         if mv is not None:
             where = f"models:/{cfg.model_name}@{cfg.alias} (v{mv.version})"
             tags = mv.tags
-            return ModelIdentity(tags.get("model_version", ""), tags.get(SHA_TAG, ""), where), str(mv.version)
+            return ModelIdentity(tags.get("model_version", ""), tags.get(SHA_TAG, ""), where, str(mv.version))
     from lib.model_contract import ModelContractError, read_model_json
 
     try:
         meta = read_model_json(cfg.model_json)
     except (OSError, ModelContractError):
-        return None, None
-    return ModelIdentity(meta.model_version, meta.sha256, cfg.model_json), None
+        return None
+    return ModelIdentity(meta.model_version, meta.sha256, cfg.model_json)
 
 
 def gather(cfg: GatesConfig, identity: ModelIdentity | None) -> list[GateResult]:
@@ -234,7 +234,7 @@ def gather(cfg: GatesConfig, identity: ModelIdentity | None) -> list[GateResult]
         bound(parity_gate(parity, cfg.parity), parity, cfg.parity, sha_key="sha256"),
     ]
     if cfg.check_model:
-        card, where = model_card_for(cfg)
+        card, where = model_card_for(cfg, identity)
         results.append(model_card_gate(card, where))
     lat = latency_gate(latency, cfg.max_p50_ms, cfg.latency)
     results.append(bound(lat, latency, cfg.latency, sha_key="onnx_sha256"))

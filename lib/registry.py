@@ -3,7 +3,8 @@
 Conventions (see docs/packaging.md):
 - a run that holds exported models carries tags `pyfunc_model_uri` and `onnx_model_uri`
   (`models:/<model_id>`) and `onnx_sha256`;
-- registered versions carry provenance tags (run_id, git_sha, data_rev, val_dice, onnx_sha256) and
+- registered versions carry provenance tags (run_id, git_sha, data_rev, val_dice, onnx_sha256), the
+  run's evaluation metrics at registration (EVALUATION_TAGS, when bin/evaluate.py logged them) and
   one `audit.NNN` tag per transition (a JSON line: event, by, at, details);
 - aliases `staging` and `production`; the registered model's tag `production_history` lists the
   versions that held `production`, oldest first, so a rollback knows where to go.
@@ -20,6 +21,9 @@ from pathlib import Path
 PYFUNC_TAG, ONNX_TAG, SHA_TAG = "pyfunc_model_uri", "onnx_model_uri", "onnx_sha256"
 HISTORY_TAG = "production_history"
 STAGING, PRODUCTION = "staging", "production"
+# bin/evaluate.py's run metrics copied onto a new version: it keeps the numbers it was registered with
+# even if its run is evaluated again, and lib/trend.py reads them when the run is gone.
+EVALUATION_TAGS = ("test_dice_mean", "test_iou_mean", "val_dice_mean")
 # The pyfunc runs wherever these are installed; pinned to what produced it, no slow inference step.
 PYFUNC_REQUIREMENTS = ("mlflow", "onnxruntime", "numpy", "pandas", "opencv-python-headless")
 
@@ -165,6 +169,7 @@ def register_run(c, name: str, run, by: str) -> tuple[object, bool]:
             return mv, True
     tags = {k: run.data.tags.get(k, "") for k in ("git_sha", "data_rev", "model_version", SHA_TAG)}
     tags.update(run_id=run.info.run_id, val_dice=str(run.data.metrics.get("best_val_dice", "")))
+    tags.update({k: str(run.data.metrics[k]) for k in EVALUATION_TAGS if k in run.data.metrics})
     model_id = uri.removeprefix("models:/")
     mv = c.create_model_version(name, uri, run_id=run.info.run_id, tags=tags, model_id=model_id)
     record_event(c, name, mv.version, "registered", by, {"run_id": run.info.run_id, "source": uri})

@@ -1,5 +1,6 @@
 """The HTML summary of an evaluation (reports/eval/index.html): operating point, metrics tables, image-level
-detection, polyp-free negatives, robustness, calibration, plots and overlays."""
+detection, polyp-free negatives, robustness, the quality trend over registered versions, calibration, plots
+and overlays."""
 
 from __future__ import annotations
 
@@ -89,11 +90,13 @@ def render_index(
     decision=None,
     negatives: dict | None = None,
     robustness: dict | None = None,
+    trend: str | None = None,
 ) -> str:
     """One self-contained page; image paths are relative to the page's folder.
 
     `decision` is a lib.decision.Decision; `negatives` and `robustness` the dicts bin/evaluate.py
-    writes to negatives/metrics.json and robustness.json. Sections whose input is None are left out.
+    writes to negatives/metrics.json and robustness.json; `trend` the HTML of lib.trend.trend_section.
+    Sections whose input is None are left out.
     """
     head = "".join(f"<th>{c}</th>" for c in ("split", *COLUMNS))
     body = "".join(
@@ -127,6 +130,7 @@ table {{ border-collapse: collapse; margin: 1rem 0; }}
 td, th {{ border: 1px solid #ccc; padding: .3rem .6rem; }}
 .row img {{ max-width: 48%; margin-right: 1%; vertical-align: top; }} .montage {{ max-width: 100%; }}
 code {{ background: #f3f3f3; padding: 0 .2rem; }}
+tr.regression {{ background: #fde0dc; }} tr.candidate {{ background: #fff6d5; }} .trend {{ max-width: 100%; }}
 </style></head><body>
 <div class="banner">Research software. NOT FOR CLINICAL USE.</div>
 <h1>polypseg evaluation</h1>
@@ -141,6 +145,7 @@ papers report), <code>*_pooled</code> sums pixels over the split.</p>
 {_decision_section(decision, results) if decision else ""}
 {_negatives_section(negatives) if negatives else ""}
 {_robustness_section(robustness) if robustness else ""}
+{trend or ""}
 {sections}
 </body></html>
 """

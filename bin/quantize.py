@@ -14,17 +14,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from lib.cli import parser, script
 from lib.config import ConfigError, load_config, to_dict
-from lib.inference import predict_probability
-from lib.io import read_csv_stems, read_image, read_mask, sha256_file, write_json
-from lib.metrics import image_metrics
-from lib.model_contract import ModelContractError, ModelMeta, read_model_json, write_model_json
+from lib.io import read_csv_stems, read_image, sha256_file, write_json
+from lib.model_contract import ModelContractError, read_model_json, write_model_json
 from lib.onnx_session import make_session, session_runner
 from lib.preprocess import prepare_input
-from lib.quantize import FIXED_SETTINGS, dice_within_budget, quantize_int8
+from lib.quantize import FIXED_SETTINGS, dice_within_budget, mean_dice, quantize_int8
 
 
 @dataclass(frozen=True)
@@ -35,6 +31,8 @@ class Quantization:
     calibration_images: int  # first N stems
     format: Literal["QOperator", "QDQ"]  # quantized node style
     per_channel: bool  # per-channel weight scales
+    calibrate_method: Literal["MinMax", "Entropy", "Percentile"]  # how activation ranges are set
+    keep_fp32: tuple[str, ...]  # convolutions left unquantized: first_conv, last_conv
 
 
 @dataclass(frozen=True)
@@ -63,17 +61,6 @@ def stems_of(split: str, first: int | None) -> list[str]:
     return stems
 
 
-def mean_dice(run_model, stems: list[str], cfg: QuantizeConfig, meta: ModelMeta) -> float:
-    """Mean per-image Dice at the original size, as bin/evaluate.py computes it."""
-    scores = []
-    for s in stems:
-        rgb = read_image(Path(cfg.images_dir) / f"{s}.jpg")
-        prob = predict_probability(run_model, rgb, meta.input_size, meta.mean, meta.std)
-        target = read_mask(Path(cfg.masks_dir) / f"{s}.jpg")
-        scores.append(image_metrics(prob, target, meta.threshold)["dice"])
-    return float(np.mean(scores))
-
-
 @script("quantize", errors=(ModelContractError,))
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0], "conf/quantize.yaml").parse_args(argv)
@@ -91,7 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         prepare_input(read_image(Path(cfg.images_dir) / f"{s}.jpg"), size, mean, std)[0] for s in calib_stems
     ]
     int8_path = quantize_int8(
-        fp32_path, Path(cfg.out_dir) / "model.onnx", calib, meta.input_name, q.format, q.per_channel
+        fp32_path,
+        Path(cfg.out_dir) / "model.onnx",
+        calib,
+        meta.input_name,
+        q.format,
+        q.per_channel,
+        q.calibrate_method,
+        tuple(q.keep_fp32),
     )
     settings = FIXED_SETTINGS | to_dict(q)
     int8_meta = replace(
@@ -103,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     models = {"fp32": (fp32_path, meta), "int8": (int8_path, int8_meta)}
     dice = {
         name: mean_dice(
-            session_runner(make_session(path, cfg.threads), m.input_name, m.output_name), eval_stems, cfg, m
+            session_runner(make_session(path, cfg.threads), m.input_name, m.output_name),
+            eval_stems,
+            cfg.images_dir,
+            cfg.masks_dir,
+            m,
         )
         for name, (path, m) in models.items()
     }

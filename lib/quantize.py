@@ -1,7 +1,9 @@
 """INT8 static quantization of the exported ONNX model (onnxruntime.quantization) and the adoption rule.
 
-Activations uint8, weights int8 (U8S8), calibrated with MinMax on prepared training images; the
-AVX-512 VNNI CPUs here run U8S8 convolutions natively.
+Activations uint8, weights int8 (U8S8), calibrated on prepared training images (MinMax, Entropy or
+Percentile); the first and last convolutions can stay in fp32, where quantization error costs the most
+(the raw image input, and the logits the threshold is applied to). The settings were chosen on validation
+by bin/quantize_sweep.py (docs/experiments.md).
 
 bin/quantize.py (the `quantize` stage) builds the INT8 model and writes the Dice check to its report;
 bin/bench_latency.py times both models and calls `int8_decision` with the Dice numbers it reads back
@@ -17,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 # What `quantize_int8` fixes, recorded beside the configured settings in the INT8 model.json.
-FIXED_SETTINGS = {"activation_type": "uint8", "weight_type": "int8", "calibrate_method": "MinMax"}
+FIXED_SETTINGS = {"activation_type": "uint8", "weight_type": "int8"}
+CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
+KEEP_FP32_CHOICES = ("first_conv", "last_conv")
 
 
 class _Batches:
@@ -40,6 +44,8 @@ def quantize_int8(
     input_name: str = "input",
     fmt: str = "QOperator",
     per_channel: bool = True,
+    calibrate_method: str = "MinMax",
+    keep_fp32: tuple[str, ...] = (),
 ) -> Path:
     """Write a statically quantized copy of `fp32_path` to `out_path`; returns `out_path`.
 
@@ -55,6 +61,7 @@ def quantize_int8(
         prepared = Path(tmp) / "prepared.onnx"
         # Symbolic shape inference + graph clean-up first, as onnxruntime recommends before quantizing.
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        excluded = conv_nodes(prepared, keep_fp32)
         quantize_static(
             str(prepared),
             str(out_path),
@@ -63,9 +70,40 @@ def quantize_int8(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=getattr(CalibrationMethod, calibrate_method),
+            nodes_to_exclude=excluded,
         )
     return out_path
+
+
+def conv_nodes(model_path: str | Path, which: tuple[str, ...]) -> list[str]:
+    """Names of the first and/or last Conv node at `model_path` (ONNX nodes are in topological order)."""
+    import onnx
+
+    unknown = set(which) - set(KEEP_FP32_CHOICES)
+    if unknown:
+        raise ValueError(f"keep_fp32: unknown {sorted(unknown)}; choose from {KEEP_FP32_CHOICES}")
+    convs = [
+        n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node if n.op_type == "Conv"
+    ]
+    if which and not convs:
+        raise ValueError(f"{model_path}: no Conv node to keep in fp32")
+    return [convs[0]] * ("first_conv" in which) + [convs[-1]] * ("last_conv" in which)
+
+
+def mean_dice(run_model, stems: list[str], images_dir: str, masks_dir: str, meta) -> float:
+    """Mean per-image Dice at the original size, as bin/evaluate.py computes it (the INT8 yardstick)."""
+    from lib.inference import predict_probability
+    from lib.io import read_image, read_mask
+    from lib.metrics import image_metrics
+
+    scores = []
+    for s in stems:
+        prob = predict_probability(
+            run_model, read_image(Path(images_dir) / f"{s}.jpg"), meta.input_size, meta.mean, meta.std
+        )
+        scores.append(image_metrics(prob, read_mask(Path(masks_dir) / f"{s}.jpg"), meta.threshold)["dice"])
+    return float(np.mean(scores))
 
 
 def dice_within_budget(fp32_dice: float, int8_dice: float, max_dice_loss: float) -> bool:

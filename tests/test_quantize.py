@@ -83,6 +83,7 @@ def test_int8_model_is_quantized_and_its_model_json_keeps_the_contract(quantized
         "calibration_images": 2,
         "format": "QOperator",
         "per_channel": True,
+        "keep_fp32": [],
     }
     assert meta.quantization["calibration_split"].endswith("train.csv")
     # Everything a runtime needs is the fp32 model's: same tensors, normalisation, operating point, version.

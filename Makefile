@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-STAGES := fetch_data validate_data make_splits preprocess train evaluate export quantize register  # = dvc.yaml, in order
+STAGES := fetch_data validate_data make_splits preprocess train evaluate export quantize drift_reference register  # = dvc.yaml, in order
 MODEL_URI ?=  # make serve MODEL_URI=models:/polyp-seg-unet@production serves the registered model instead
 
 .PHONY: help setup system-deps lock data all ci ci-image ci-cold lint pre-commit format test test-fast smoke serve clean $(STAGES)
@@ -22,10 +22,10 @@ help: ## list targets
 
 setup: $(VENV)/.installed system-deps ## create .venv and install the pinned requirements.lock (idempotent)
 
-system-deps: ## Debian packages for the browser, container and diagram tests (chromium, podman, graphviz), when missing
+system-deps: ## Debian packages for the browser, container, diagram and monitoring tests, when missing
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		$(MAKE) --no-print-directory chromium container-tools graphviz; \
-	else echo "setup: not root: install chromium, podman, buildah, runc, debootstrap, graphviz yourself for those tests"; fi
+		$(MAKE) --no-print-directory chromium container-tools graphviz prometheus; \
+	else echo "setup: not root: install chromium, podman, buildah, runc, debootstrap, graphviz, prometheus yourself for those tests"; fi
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,13 @@ train: setup ## stage: train the U-Net -> models/best.pt (MLflow experiment poly
 evaluate: setup ## stage: metrics, plots, overlays -> reports/eval/index.html
 	dvc repro $@
 
+drift_reference: setup ## stage: image + model-side features of the val images -> reports/drift/reference.csv
+	dvc repro $@
+
+.PHONY: drift-report
+drift-report: setup ## drift report: shadow/ (or CURRENT=DIR) vs the val reference -> reports/drift/index.html, drift.json
+	$(PY) bin/drift_report.py --conf conf/drift_report.yaml $(if $(CURRENT),--current $(CURRENT))
+
 smoke: data ## train and evaluate on 16 images in a few minutes (conf/smoke/)
 	$(PY) bin/train.py --conf conf/smoke/train.yaml
 	$(PY) bin/evaluate.py --conf conf/smoke/evaluate.yaml
@@ -76,8 +83,12 @@ data: setup ## fetch, validate, split and preprocess the data (dvc repro preproc
 all: setup ## run the whole pipeline (dvc repro)
 	dvc repro
 
-lint: pre-commit ## the pre-commit hooks (ruff, YAML/JSON, whitespace, large files, actionlint, hadolint), bash -n
-	bash -n serve/image.sh
+.PHONY: quality-trend
+quality-trend: setup ## test Dice/IoU over the registered versions, regressions flagged -> reports/trend/index.html
+	$(PY) bin/quality_trend.py --conf conf/quality_trend.yaml
+
+lint: pre-commit promtool k8s-check ## pre-commit hooks (ruff, YAML/JSON, actionlint, hadolint), bash -n, promtool, k8s manifests
+	for f in serve/image.sh bin/monitor.sh; do bash -n $$f || exit 1; done
 
 pre-commit: setup ## run every .pre-commit-config.yaml hook on all files, offline from .venv
 	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
@@ -105,7 +116,7 @@ ci-image: ## build the serving image with the smoke model, test it, and bring up
 ci-cold: ## ci-image with an empty podman storage and no base image (what a never-used machine does)
 	POLYPSEG_MODEL_DIR=$(CURDIR)/models/smoke $(MAKE) --no-print-directory image-cold
 
-include serve/serve.mk packaging.mk release.mk
+include serve/serve.mk packaging.mk release.mk scale.mk serve/monitoring/monitoring.mk serve/k8s/k8s.mk
 
 clean: ## remove generated outputs (keeps .venv, data/raw and committed splits)
 	rm -rf data/processed reports models mlartifacts mlruns.db .pytest_cache .ruff_cache

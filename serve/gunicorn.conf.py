@@ -79,7 +79,11 @@ def post_fork(server, worker):
 
 
 def child_exit(server, worker):
-    """A worker exited: count the requests it never answered, then retire its live metrics."""
+    """A worker exited: count the requests it never answered, then retire its live metrics.
+
+    mark_process_dead deletes the worker's live gauge files, so its in-flight count and its
+    polypseg_model_loaded / polypseg_model_info samples stop counting (livesum / livemax).
+    """
     from serve.inflight import take_lost
     from serve.metrics import metrics_for_process
 
@@ -88,14 +92,14 @@ def child_exit(server, worker):
         metrics = metrics_for_process()
         log = logging.getLogger("gunicorn.error")
         for request in lost:
-            endpoint = str(request.get("endpoint") or "unmatched")
-            metrics.lost_request_count.labels(endpoint).inc()
+            route = str(request.get("endpoint") or "unmatched")  # the ledger's name for the route
+            metrics.lost.labels(route).inc()
             metrics.observe_request(
-                endpoint,
+                route,
                 str(request.get("method") or "other"),
                 500,
                 str(request.get("model_version") or "none"),
-                request.get("seconds", 0.0) * 1e3,
+                request.get("seconds", 0.0),
             )
             fields = {
                 **request,

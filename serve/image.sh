@@ -197,8 +197,11 @@ smoke() {
         mkdir -p "$(dirname "$METRICS_SNAPSHOT")"
         curl -fsS --max-time 10 "http://127.0.0.1:$port/metrics" >"$METRICS_SNAPSHOT" \
             || { echo "image: GET /metrics failed" >&2; return 1; }
-        grep -q '^request_count_total{' "$METRICS_SNAPSHOT" \
-            || { echo "image: no request counter in $METRICS_SNAPSHOT" >&2; return 1; }
+        for metric in 'polypseg_requests_total{[^}]*route="/predict"' 'polypseg_request_duration_seconds_bucket{' \
+            'polypseg_model_info{' 'polypseg_model_loaded 1' 'polypseg_predicted_polyp_share_count{'; do
+            grep -q "^$metric" "$METRICS_SNAPSHOT" \
+                || { echo "image: no $metric in $METRICS_SNAPSHOT" >&2; return 1; }
+        done
         echo "image: /metrics snapshot -> $METRICS_SNAPSHOT"
     fi
     echo "image: $IMAGE passed (healthy, user $(podman exec "$name" id -u), no torch/mlflow, no build CA)"

@@ -30,9 +30,15 @@ CSP = (
 class RequestObserver:
     def __init__(self, slot: ModelSlot, metrics: Metrics, ledger: InflightLedger | None = None):
         self.slot, self.metrics, self.ledger = slot, metrics, ledger
+        metrics.publish_model(slot.get())
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.start = time.perf_counter()
+        self.metrics.in_flight.inc()
+        req.context.counted_in_flight = True
+        # The slot loads in the background and has no hook; every request (each Prometheus scrape
+        # included) publishes its current model, so polypseg_model_loaded follows within a scrape.
+        self.metrics.publish_model(self.slot.get())
         incoming = req.get_header("X-Request-ID")
         req.context.request_id = incoming if incoming and REQUEST_ID.match(incoming) else uuid.uuid4().hex
         req.context.timings = {}
@@ -53,7 +59,9 @@ class RequestObserver:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
-        total_ms = (time.perf_counter() - req.context.start) * 1e3
+        total_s = time.perf_counter() - req.context.start
+        if getattr(req.context, "counted_in_flight", False):
+            self.metrics.in_flight.dec()
         if getattr(req.context, "ledger_key", None):
             self.ledger.end(req.context.ledger_key)
         resp.set_header("X-Request-ID", req.context.request_id)
@@ -62,19 +70,19 @@ class RequestObserver:
         if (resp.content_type or "").startswith("text/html"):
             resp.set_header("Content-Security-Policy", CSP)
         status = resp.status_code
-        endpoint = req.uri_template or "unmatched"  # never the raw path: it would explode label cardinality
-        if endpoint == "/predict":  # masks of patient images: no cache or proxy may keep them, nor errors
+        route = req.uri_template or "unmatched"  # never the raw path: it would explode label cardinality
+        if route == "/predict":  # masks of patient images: no cache or proxy may keep them, nor errors
             resp.cache_control = ["no-store"]
         version = self.slot.version
         method = req.method if req.method in KNOWN_METHODS else "other"
-        self.metrics.observe_request(endpoint, method, status, version, total_ms)
+        self.metrics.observe_request(route, method, status, version, total_s)
         timings = {k: round(v, 2) for k, v in req.context.timings.items()}
-        timings["total_ms"] = round(total_ms, 2)
+        timings["total_ms"] = round(total_s * 1e3, 2)
         fields = {
             "request_id": req.context.request_id,
             "method": req.method,
             "path": req.path[:200],
-            "endpoint": endpoint,
+            "endpoint": route,  # the log's field name predates the metrics' `route` label
             "status": status,
             "model_version": version,
             **timings,

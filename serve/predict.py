@@ -68,7 +68,7 @@ class PredictResource:
             with self.gate.turn() as waited_s:
                 timings["queue_ms"] = waited_s * 1e3
                 if client_gone(req.env.get("gunicorn.socket")):  # its client timed out while it queued
-                    self.metrics.rejected_count.labels("client_gone").inc()
+                    self.metrics.rejected.labels("client_gone").inc()
                     raise falcon.HTTPError(
                         "499 Client Closed Request",
                         title="Client closed request",
@@ -76,12 +76,12 @@ class PredictResource:
                     )
                 self._answer(req, resp, predictor, data, threshold, mask_format, wants_png)
         except Overloaded as err:
-            self.metrics.rejected_count.labels("overloaded").inc()
+            self.metrics.rejected.labels("overloaded").inc()
             raise falcon.HTTPTooManyRequests(
                 title="Server busy", description=str(err), retry_after=1
             ) from err
         except QueueTimeout as err:
-            self.metrics.rejected_count.labels("queue_timeout").inc()
+            self.metrics.rejected.labels("queue_timeout").inc()
             raise falcon.HTTPServiceUnavailable(
                 title="Server busy", description=str(err), retry_after=1
             ) from err
@@ -115,13 +115,21 @@ class PredictResource:
             inference_ms=result.inference_ms,
             postprocess_ms=result.postprocess_ms,
         )
-        self.metrics.inference_latency_ms.labels(meta.version).observe(result.inference_ms)
+        self.metrics.inference_duration.labels(meta.version).observe(result.inference_ms / 1e3)
 
         t1 = time.perf_counter()
         mask = (result.prob >= threshold).astype(np.uint8)
         fraction = round(float(mask.mean()), 6)
         # The image-level rule chosen on validation, applied to the mask actually returned.
         detected = polyp_detected(mask, meta.min_area_fraction)
+        # Online drift watches the model, not the client's threshold: the share at the model's own
+        # threshold, as in the validation baseline (serve/monitoring/rules/polypseg.yml).
+        share = (
+            float(mask.mean())
+            if threshold == meta.threshold
+            else float((result.prob >= meta.threshold).mean())
+        )
+        self.metrics.predicted_polyp_share.labels(meta.version).observe(share)
         mask_png = encode_png(mask * 255) if mask_format == "png" or self.shadow else b""
         if mask_format == "prob":
             payload_png = encode_png(np.clip(result.prob * 255.0 + 0.5, 0, 255).astype(np.uint8))
@@ -168,7 +176,7 @@ class PredictResource:
     ) -> None:
         t0 = time.perf_counter()
         record = {**fields, "time": time.time(), "content_type": req.content_type}
-        dropped = self.metrics.shadow_dropped_count
+        dropped = self.metrics.shadow_dropped
         try:
             saved = self.shadow.save(req.context.request_id, image, image_format, mask_png, record)
         except OSError as err:  # a full or read-only disk must not fail the prediction

@@ -341,7 +341,7 @@ def test_bad_input_is_a_counted_4xx_and_the_next_request_works(client, case):
     body, content_type, params, status = BAD_REQUESTS[case]
     result = post(client, body, content_type, params=params)
     assert_json_error(result, status)
-    assert count(client, "error_count_total", endpoint="/predict", status=str(status)) == 1
+    assert count(client, "polypseg_errors_total", route="/predict", status=str(status)) == 1
     assert post(client, jpeg()).status_code == 200
 
 
@@ -377,7 +377,7 @@ def test_broken_chunked_body_is_400(predictor, settings, framing):
 def test_wrong_method_is_405_json(client, method):
     result = client.simulate_request(method, "/predict")
     assert_json_error(result, 405)
-    assert count(client, "error_count_total", status="405") == 1
+    assert count(client, "polypseg_errors_total", status="405") == 1
 
 
 @pytest.mark.parametrize("path", ["/", "/static/app.js", "/healthz", "/readyz", "/version", "/metrics"])
@@ -411,13 +411,55 @@ def test_metrics_count_requests_and_latency(client):
     for _ in range(3):
         post(client, jpeg())
     assert (
-        count(client, "request_count_total", endpoint="/predict", status="200", model_version=TINY_VERSION)
+        count(client, "polypseg_requests_total", route="/predict", status="200", model_version=TINY_VERSION)
         == 3
     )
-    assert count(client, "request_latency_ms_count", endpoint="/predict") == 3
-    buckets = {dict(k)["le"] for k in samples(client, "request_latency_ms_bucket")}
-    assert {"5.0", "500.0", "+Inf"} <= buckets
-    assert count(client, "inference_latency_ms_count") == 3
+    assert count(client, "polypseg_request_duration_seconds_count", route="/predict") == 3
+    buckets = {dict(k)["le"] for k in samples(client, "polypseg_request_duration_seconds_bucket")}
+    assert {"0.005", "0.15", "2.5", "+Inf"} <= buckets  # seconds; 0.15 is the p99 SLO's edge
+    assert count(client, "polypseg_inference_duration_seconds_count") == 3
+    # Base unit seconds: three tiny-model requests in process take well under a second each.
+    assert 0 < count(client, "polypseg_request_duration_seconds_sum", route="/predict") < 3
+
+
+def test_metrics_show_the_model_served(client):
+    assert count(client, "polypseg_model_loaded") == 1
+    (info,) = samples(client, "polypseg_model_info").items()
+    labels, value = dict(info[0]), info[1]
+    assert value == 1 and labels["model_version"] == TINY_VERSION and labels["threshold"] == "0.5"
+    assert {"artifact_version", "git_sha", "data_rev", "precision"} <= set(labels)
+
+
+def test_metrics_say_no_model_until_the_loader_succeeds(tmp_path):
+    path = tmp_path / "model.onnx"
+    client = falcon.testing.TestClient(
+        create_app(None, Settings(model_retry_s=0.0), loader=lambda: load_local(path))
+    )
+    assert count(client, "polypseg_model_loaded") == 0 and not samples(client, "polypseg_model_info")
+    write_tiny_model(tmp_path, size=64)
+    deadline = time.monotonic() + 5
+    while client.simulate_get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert count(client, "polypseg_model_loaded") == 1
+    assert count(client, "polypseg_model_info", model_version=TINY_VERSION) == 1
+
+
+def test_in_flight_counts_only_the_scrape_itself_when_idle(client):
+    for _ in range(2):
+        post(client, jpeg())
+    post(client, b"")  # an error leaves the gauge too
+    assert count(client, "polypseg_in_flight_requests") == 1  # the GET /metrics being answered
+
+
+def test_predicted_share_is_at_the_models_threshold_whatever_the_client_asks(client):
+    share = post(client, jpeg()).json["polyp_fraction"]
+    assert 0 <= share < 1  # else threshold=0 below would not differ
+    assert post(client, jpeg(), params={"threshold": "0"}).json["polyp_fraction"] == 1.0
+    assert count(client, "polypseg_predicted_polyp_share_count", model_version=TINY_VERSION) == 2
+    assert count(client, "polypseg_predicted_polyp_share_sum") == pytest.approx(2 * share, abs=1e-5)
+    buckets = {dict(k)["le"] for k in samples(client, "polypseg_predicted_polyp_share_bucket")}
+    assert {"0.0", "0.001", "0.01", "0.5", "1.0", "+Inf"} <= buckets
 
 
 def test_incoming_request_id_is_honoured(client):

@@ -247,7 +247,7 @@ def test_fuzzed_payloads_never_cause_5xx(client, seeds):
         s.value
         for family in text_string_to_metric_families(metrics)
         for s in family.samples
-        if s.name == "error_count_total" and s.labels["endpoint"] == "/predict"
+        if s.name == "polypseg_errors_total" and s.labels["route"] == "/predict"
     )
     assert errors == sum(v for k, v in statuses.items() if k >= 400)
     good = client.simulate_post("/predict", body=seeds[0], headers={"Content-Type": "image/jpeg"})

@@ -44,6 +44,17 @@ def metric_total(port: int, name: str, **labels) -> float:
     )
 
 
+def assert_live_gauges(port: int) -> None:
+    """Gauges aggregated over live workers: one model, loaded, and only the scrape itself in flight."""
+    status, text = http_get(port, "/metrics")
+    samples = [s for f in text_string_to_metric_families(text.decode()) for s in f.samples]
+    info = [s for s in samples if s.name == "polypseg_model_info"]
+    assert [(s.labels["model_version"], s.value) for s in info] == [(TINY_VERSION, 1.0)]
+    assert "pid" not in info[0].labels  # livemax: one series, not one per worker
+    assert [s.value for s in samples if s.name == "polypseg_model_loaded"] == [1.0]
+    assert [s.value for s in samples if s.name == "polypseg_in_flight_requests"] == [1.0]
+
+
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     return write_tiny_model(tmp_path_factory.mktemp("model"), size=64)
@@ -70,11 +81,17 @@ def test_two_workers_serve_predictions_and_shared_metrics(model_path):
         assert status == 400 and set(body) == {"title", "description"}
 
         # Counters are summed over both workers' files.
-        assert metric_total(server.port, "request_count_total", endpoint="/predict", status="200") == REQUESTS
-        assert metric_total(server.port, "error_count_total", endpoint="/predict", status="400") == 1
-        assert metric_total(server.port, "request_latency_ms_count", endpoint="/predict") == REQUESTS + 1
+        assert (
+            metric_total(server.port, "polypseg_requests_total", route="/predict", status="200") == REQUESTS
+        )
+        assert metric_total(server.port, "polypseg_errors_total", route="/predict", status="400") == 1
+        assert (
+            metric_total(server.port, "polypseg_request_duration_seconds_count", route="/predict")
+            == REQUESTS + 1
+        )
         # One file per worker that served; which workers accept is up to the kernel, so one may take all 12.
         assert 1 <= len(list(server.prometheus_dir.glob("counter_*.db"))) <= 2
+        assert_live_gauges(server.port)
 
         # A worker that dies is replaced; its counts stay in the totals (child_exit + mark_process_dead).
         victim = server.worker_pids()[0]
@@ -87,9 +104,10 @@ def test_two_workers_serve_predictions_and_shared_metrics(model_path):
         server.wait_ready()
         assert post(server.port, image)[0] == 200
         assert (
-            metric_total(server.port, "request_count_total", endpoint="/predict", status="200")
+            metric_total(server.port, "polypseg_requests_total", route="/predict", status="200")
             == REQUESTS + 1
         )
+        assert_live_gauges(server.port)  # the dead worker's gauge files went with it
 
         logged = [
             r for r in server.log_records() if r.get("msg") == "request" and r.get("endpoint") == "/predict"
@@ -137,4 +155,4 @@ def test_metrics_count_without_a_configured_multiprocess_dir(model_path):
     with Gunicorn(model_path, env={"PROMETHEUS_MULTIPROC_DIR": ""}) as server:
         for _ in range(3):
             assert post(server.port, sample_image_bytes())[0] == 200
-        assert metric_total(server.port, "request_count_total", endpoint="/predict", status="200") == 3
+        assert metric_total(server.port, "polypseg_requests_total", route="/predict", status="200") == 3

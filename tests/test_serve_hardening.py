@@ -105,7 +105,7 @@ def test_full_worker_answers_429_with_retry_after(predictor):
     assert busy.headers["Retry-After"] == "1" and busy.json["title"] == "Server busy"
     assert post(client).status_code == 200  # and serves again once it is free
     metrics = client.simulate_get("/metrics").text
-    assert 'rejected_count_total{reason="overloaded"} 1.0' in metrics
+    assert 'polypseg_rejected_requests_total{reason="overloaded"} 1.0' in metrics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,7 +336,9 @@ def test_shadow_metrics_count_what_was_not_stored(tmp_path, predictor):
     settings = Settings(shadow_dir=str(tmp_path / "shadow"), shadow_max_request_bytes=10)
     client = falcon.testing.TestClient(create_app(predictor, settings))
     assert post(client).status_code == 200
-    assert 'shadow_dropped_count_total{reason="input_too_large"} 1.0' in client.simulate_get("/metrics").text
+    assert (
+        'polypseg_shadow_dropped_total{reason="input_too_large"} 1.0' in client.simulate_get("/metrics").text
+    )
 
 
 # ---------------------------------------------------------------------------------------------

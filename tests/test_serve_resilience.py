@@ -194,7 +194,7 @@ def test_every_log_line_is_json_including_native_library_warnings(server):
 
 def test_requests_in_flight_in_a_killed_worker_are_counted(model_path):
     with Gunicorn(model_path, workers=1, env={"POLYPSEG_READ_TIMEOUT_S": "30"}) as server:
-        before = metric_total(server.port, "error_count_total", status="500")
+        before = metric_total(server.port, "polypseg_errors_total", status="500")
         head = (
             b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
             b"X-Request-ID: doomed-1\r\nContent-Length: 5000\r\n\r\n"
@@ -206,11 +206,11 @@ def test_requests_in_flight_in_a_killed_worker_are_counted(model_path):
         os.kill(pid, signal.SIGKILL)
         server.wait_ready(timeout=30)  # the master replaces the worker
         deadline = time.monotonic() + 10
-        while metric_total(server.port, "lost_request_count_total") < 1:
+        while metric_total(server.port, "polypseg_lost_requests_total") < 1:
             assert time.monotonic() < deadline, server.log_text()[-2000:]
             time.sleep(0.2)
-        assert metric_total(server.port, "error_count_total", status="500") == before + 1
-        assert metric_total(server.port, "request_count_total", endpoint="/predict", status="500") == 1
+        assert metric_total(server.port, "polypseg_errors_total", status="500") == before + 1
+        assert metric_total(server.port, "polypseg_requests_total", route="/predict", status="500") == 1
         lost = [r for r in server.log_records() if r.get("msg") == "request lost"]
         assert lost and lost[0]["request_id"] == "doomed-1" and lost[0]["worker_pid"] == pid
         sock.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -194,8 +195,9 @@ def smoke_test(port: int, timeout: float = 120.0) -> str:
             f"bad answer: mask {None if mask is None else mask.shape}, expected {expected}: {body}"
         )
     status, metrics = http_get(port, "/metrics")
-    if status != 200 or b'request_count_total{endpoint="/predict"' not in metrics:
-        raise AssertionError("/metrics does not count the prediction")
+    counted = re.search(rb'^polypseg_requests_total\{[^}]*route="/predict",status="200"', metrics, re.M)
+    if status != 200 or not counted:
+        raise AssertionError("/metrics does not count the prediction (polypseg_requests_total)")
     return (
         f"smoke: /predict 200, mask {mask.shape[1]}x{mask.shape[0]}, "
         f"polyp_fraction={body['polyp_fraction']}, model_version={body['model_version']}, "

@@ -133,7 +133,7 @@ def inference_count(port: int) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("inference_latency_ms_count")
+        if line.startswith("polypseg_inference_duration_seconds_count")
     )
 
 

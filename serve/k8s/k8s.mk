@@ -5,9 +5,13 @@ K8S_DIRS := serve/k8s/base $(patsubst %/kustomization.yaml,%,$(sort $(wildcard s
 K8S_KUBECTL_HINT := kubectl >= 1.27 (kustomize v5; tested with 1.32) is needed: install it from the Kubernetes \
 	project's apt repository ('Install kubectl on Linux' in the Kubernetes docs) or Google Cloud SDK's kubectl package
 
-.PHONY: k8s-check
-k8s-check: setup ## kubectl kustomize renders serve/k8s base and overlays; kubernetes-validate accepts every object
-	@command -v kubectl >/dev/null || { echo "k8s-check: kubectl is missing. $(K8S_KUBECTL_HINT)" >&2; exit 1; }
+.PHONY: k8s-check kubectl
+kubectl: ## install kubectl from an apt source that has it (Google Cloud SDK's or the Kubernetes project's) when missing
+	@command -v kubectl >/dev/null || { [ "$$(id -u)" = 0 ] && apt-cache policy kubectl 2>/dev/null | grep -q 'Candidate: [0-9]' \
+		&& { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q kubectl; }; } \
+		|| { echo "k8s-check: kubectl is missing. $(K8S_KUBECTL_HINT)" >&2; exit 1; }
+
+k8s-check: setup kubectl ## kubectl kustomize renders serve/k8s base and overlays; kubernetes-validate accepts every object
 	@set -e; for dir in $(K8S_DIRS); do \
 		echo "k8s-check: kubectl kustomize $$dir"; \
 		rendered=$$(kubectl kustomize "$$dir") \

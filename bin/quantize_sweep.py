@@ -3,8 +3,9 @@
 Dice against fp32, and its speed against fp32 at one thread, measured in the same run.
 
 A variant qualifies when it loses at most `max_dice_loss` validation Dice and is at least `min_speedup`
-times faster than fp32; the fastest qualifying variant is the recommendation (conf/quantize.yaml then takes
-its settings: the choice is made here, on validation). Writes reports/quantize_sweep.json.
+times faster than fp32; of those, the one losing the least Dice (then the faster) is recommended and
+conf/quantize.yaml takes its settings: the choice is made here, on validation. Writes
+reports/quantize_sweep.json.
 
 Usage: bin/quantize_sweep.py --conf conf/quantize_sweep.yaml
 """
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     qualifying = [r for r in rows if r["qualifies"]]
-    best = max(qualifying, key=lambda r: r["speedup"]) if qualifying else None
+    best = min(qualifying, key=lambda r: (r["dice_loss"], -r["speedup"])) if qualifying else None
     write_json(
         cfg.report,
         {
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             "eval_split": cfg.eval_split,
             "eval_images": len(eval_stems),
             "rule": f"dice_loss <= {cfg.max_dice_loss} and speedup >= {cfg.min_speedup} at 1 thread; "
-            "the fastest qualifying variant wins",
+            "of those, the smallest Dice loss wins (then the higher speed-up)",
             "recommended": best["name"] if best else None,
             "variants": rows,
             "model": cfg.model,

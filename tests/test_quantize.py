@@ -8,14 +8,23 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import yaml
 from bin_helpers import ROOT, load_bin
 
 from lib.io import read_image, sha256_file
 from lib.model_contract import read_model_json
 from lib.onnx_session import make_session, session_runner
 from lib.preprocess import prepare_input
-from lib.quantize import QuantizeReportError, dice_within_budget, read_quantize_report
+from lib.quantize import (
+    QuantizeReportError,
+    conv_nodes,
+    dice_within_budget,
+    quantize_int8,
+    read_quantize_report,
+)
 from tests.support.tinymodel import write_tiny_model
+
+CONF = yaml.safe_load((ROOT / "conf" / "quantize.yaml").read_text())
 
 
 def write_splits(samples: Path, out: Path) -> dict[str, Path]:
@@ -78,7 +87,7 @@ def test_int8_model_is_quantized_and_its_model_json_keeps_the_contract(quantized
     assert meta.quantization == {
         "activation_type": "uint8",
         "weight_type": "int8",
-        "calibrate_method": "MinMax",
+        "calibrate_method": CONF["quantization"]["calibrate_method"],
         "calibration_split": meta.quantization["calibration_split"],
         "calibration_images": 2,
         "format": "QOperator",
@@ -109,7 +118,9 @@ def test_report_holds_the_dice_check_and_names_both_models(quantized):
     assert report["dice_loss"] == pytest.approx(report["dice_fp32"] - report["dice_int8"])
     assert abs(report["dice_loss"]) < 0.05  # a 1x1 conv quantizes almost losslessly
     assert report["dice_within_budget"] == (report["dice_loss"] < report["max_dice_loss"])
-    assert report["max_dice_loss"] == 0.005  # conf/quantize.yaml's budget, carried to the bench
+    assert (
+        report["max_dice_loss"] == CONF["max_dice_loss"]
+    )  # conf/quantize.yaml's budget, carried to the bench
     assert report["eval_images"] == 3 and report["eval_split"].endswith("val.csv")
     assert report["fp32"]["sha256"] == sha256_file(fp32) and report["int8"]["sha256"] == sha256_file(int8)
     assert report["fp32"]["model_version"] == report["int8"]["model_version"] == "tiny-test-0"
@@ -150,3 +161,20 @@ def test_bad_input_exits_2_with_the_reason(tmp_path, real_samples, capsys, extra
     err = capsys.readouterr().err
     assert err.startswith("quantize: ") and reason in err
     assert not (tmp_path / "quantize.json").exists()
+
+
+def test_keep_fp32_leaves_the_named_convolutions_unquantized(tmp_path, real_samples):
+    fp32 = write_tiny_model(tmp_path / "fp32", size=64)
+    meta = read_model_json(fp32.with_name("model.json"))
+    calib = [
+        prepare_input(read_image(p), 64, meta.mean, meta.std)[0]
+        for p in sorted((real_samples / "images").glob("*.jpg"))[:2]
+    ]
+    ops = {}
+    for keep in ((), ("first_conv",)):
+        out = quantize_int8(fp32, tmp_path / f"int8-{len(keep)}.onnx", calib, meta.input_name, keep_fp32=keep)
+        ops[keep] = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert "QLinearConv" in ops[()] and "Conv" not in ops[()]
+    assert "Conv" in ops[("first_conv",)] and "QLinearConv" not in ops[("first_conv",)]  # its one convolution
+    with pytest.raises(ValueError, match="keep_fp32"):
+        conv_nodes(fp32, ("middle_conv",))

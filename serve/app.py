@@ -18,7 +18,14 @@ from serve.model_slot import ModelSlot
 from serve.observe import RequestObserver, handle_unexpected, serialize_error
 from serve.predict import PredictResource
 from serve.predictor import Predictor, load_predictor
-from serve.resources import HealthResource, MetricsResource, ReadyResource, StaticResource, VersionResource
+from serve.resources import (
+    HealthResource,
+    MetricsResource,
+    ModelMetadataResource,
+    ReadyResource,
+    StaticResource,
+    VersionResource,
+)
 from serve.settings import Settings, load_settings
 
 
@@ -50,6 +57,9 @@ def create_app(
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(slot))
     app.add_route("/version", VersionResource(slot))
+    metadata = ModelMetadataResource(slot)
+    app.add_route("/v2/models/{name}", metadata)
+    app.add_route("/v2/models/{name}/versions/{version}", metadata, suffix="version")
     app.add_route("/metrics", MetricsResource(metrics, settings.metrics_allow))
     return app
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 
 import cv2
 import falcon
@@ -17,7 +18,8 @@ from serve.deadline import ReadTimeout
 
 RAW_IMAGE_TYPES = ("image/jpeg", "image/jpg", "image/png")
 MASK_FORMATS = ("png", "rle", "prob")
-FORM_FILE_FIELDS = ("file", "image")
+FORM_FILE_FIELDS = ("file", "image")  # a single image may come in either
+BATCH_FIELD = "image"  # several images: each a file part of this name (curl -F image=@a.jpg -F image=@b.jpg)
 
 
 def parse_threshold(raw: str | None, default: float) -> float:
@@ -82,26 +84,71 @@ def _read_body(req: falcon.Request, limit: int) -> bytes:
     return data
 
 
-def image_from_form(body: bytes, content_type: str, limit: int) -> bytes:
-    """The file part of a multipart/form-data body (field `file` or `image`, or any part with a filename)."""
+@dataclass(frozen=True)
+class Upload:
+    """One image as received: its bytes and, from a multipart form, the part's filename."""
+
+    data: bytes
+    filename: str | None = None
+
+
+def _part_names(part) -> tuple[str | None, str | None]:
+    try:
+        return part.name, part.filename
+    except UnicodeDecodeError as err:  # falcon decodes Content-Disposition as UTF-8 and lets this escape
+        raise MultipartParseError(
+            description="a part's Content-Disposition header is not valid UTF-8"
+        ) from err
+
+
+def uploads_from_form(body: bytes, content_type: str, limit: int, max_images: int) -> list[Upload]:
+    """The image parts of a multipart/form-data body, in order.
+
+    One image: the first part named `file` or `image`, or with a filename; other parts are ignored.
+    Several images (a batch): every part must be a file part (with a filename) named `image`, and
+    at most `max_images` of them (413 beyond, counted while reading, so no more parts are read).
+    """
     options = MultipartParseOptions()
     options.max_body_part_buffer_size = limit
     form = MultipartFormHandler(options).deserialize(io.BytesIO(body), content_type, len(body))
-    for part in form:
-        try:
-            wanted = part.name in FORM_FILE_FIELDS or part.filename
-        except UnicodeDecodeError as err:  # falcon decodes Content-Disposition as UTF-8 and lets this escape
-            raise MultipartParseError(
-                description="a part's Content-Disposition header is not valid UTF-8"
-            ) from err
-        if wanted:
-            return part.get_data()
-    raise falcon.HTTPBadRequest(
-        title="No image in form", description="multipart/form-data body needs a file field named 'file'"
-    )
+    images: list[Upload] = []
+    parts: list[tuple[int, str | None, str | None]] = []  # (position, name, filename) of every part
+    try:
+        for position, part in enumerate(form):
+            name, filename = _part_names(part)
+            parts.append((position, name, filename))
+            if name in FORM_FILE_FIELDS or filename:
+                if len(images) == max_images:
+                    raise falcon.HTTPContentTooLarge(
+                        title="Too many images",
+                        description=f"a request may carry at most {max_images} images "
+                        "(POLYPSEG_MAX_BATCH_IMAGES); send the rest in another request",
+                    )
+                images.append(Upload(part.get_data(), filename))
+    except MultipartParseError:
+        # A single-image form was always read only up to its image part, so whatever follows it,
+        # even unparseable, was never looked at: keep answering such a form as before.
+        if len(images) != 1:
+            raise
+        return images
+    if not images:
+        raise falcon.HTTPBadRequest(
+            title="No image in form", description="multipart/form-data body needs a file field named 'file'"
+        )
+    if len(images) > 1:
+        for position, name, filename in parts:
+            if name != BATCH_FIELD or not filename:
+                what = f"field {name!r}" + ("" if filename else " without a filename")
+                raise falcon.HTTPBadRequest(
+                    title="Invalid batch form",
+                    description=f"form part {position} ({what[:80]}): a request with several images must "
+                    f"send each as a file part named {BATCH_FIELD!r} and nothing else",
+                )
+    return images
 
 
-def image_bytes(req: falcon.Request, limit: int) -> bytes:
+def read_uploads(req: falcon.Request, limit: int, max_images: int) -> list[Upload]:
+    """The request's images: the raw body (one), or the file parts of a multipart form (one or more)."""
     media_type = (req.content_type or "").split(";")[0].strip().lower()
     if media_type not in RAW_IMAGE_TYPES and media_type != "multipart/form-data":
         raise falcon.HTTPUnsupportedMediaType(
@@ -115,8 +162,8 @@ def image_bytes(req: falcon.Request, limit: int) -> bytes:
             title="Empty body", description="the request body is empty; send a JPEG or PNG"
         )
     if media_type == "multipart/form-data":
-        return image_from_form(body, req.content_type, limit)
-    return body
+        return uploads_from_form(body, req.content_type, limit, max_images)
+    return [Upload(body)]
 
 
 def encode_png(gray: np.ndarray) -> bytes:

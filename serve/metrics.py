@@ -125,6 +125,14 @@ class Metrics:
             buckets=SHARE_BUCKETS,
             registry=r,
         )
+        # Requests count once whatever they carry; this counts images, so a batch's share of the work
+        # shows as the ratio of the two rates.
+        self.images = Counter(
+            "polypseg_images",
+            "Images predicted by /predict (one per single-image request, n per batch request)",
+            ["model_version"],
+            registry=r,
+        )
         self.rejected = Counter(
             "polypseg_rejected_requests",
             "/predict requests not computed: overloaded (429), queue_timeout (503), client_gone (499)",

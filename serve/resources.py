@@ -1,4 +1,4 @@
-"""The small resources: health, readiness, version, metrics, and the demo page."""
+"""The small resources: health, readiness, version, model metadata, metrics, and the demo page."""
 
 from __future__ import annotations
 
@@ -74,6 +74,82 @@ class VersionResource:
         }
 
     on_head = on_get
+
+
+MODEL_NAME = "polypseg"  # the one model this server serves, whatever registry name it was loaded under
+PLATFORM = "onnxruntime_onnx"  # the Open Inference Protocol's name for an ONNX model run by onnxruntime
+
+
+# onnxruntime's element types -> the protocol's tensor data types
+OIP_DATATYPES = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double)": "FP64"}
+
+
+def tensor_metadata(args, name: str, item_shape: list[int]) -> dict:
+    """The protocol's $metadata_tensor for the graph tensor `name`: (batch, *item_shape), -1 = any batch.
+
+    The sizes come from model.json (checked against the graph when the model loaded); the element type
+    and whether the batch is fixed come from the graph itself.
+    """
+    arg = next(a for a in args if a.name == name)
+    batch = arg.shape[0] if isinstance(arg.shape[0], int) and arg.shape[0] > 0 else -1
+    return {"name": name, "datatype": OIP_DATATYPES.get(arg.type, arg.type), "shape": [batch, *item_shape]}
+
+
+class ModelMetadataResource:
+    """`GET /v2/models/polypseg[/versions/V]`: the Open Inference Protocol's model metadata.
+
+    `name`, `versions`, `platform`, `inputs` and `outputs` as the protocol defines them (KServe v2), the
+    graph's tensors; `parameters` (this API's addition) is what a client needs to use /predict:
+    preprocessing, operating point and provenance, all from the loaded model's model.json.
+    """
+
+    def __init__(self, slot: ModelSlot):
+        self.slot = slot
+
+    def on_get(
+        self, req: falcon.Request, resp: falcon.Response, name: str, version: str | None = None
+    ) -> None:
+        if name != MODEL_NAME:
+            raise falcon.HTTPNotFound(
+                title="Unknown model",
+                description=f"this server serves one model, {MODEL_NAME!r}; not {name[:60]!r}",
+            )
+        predictor = require_model(self.slot)
+        m = predictor.meta
+        if version is not None and version != m.artifact_version:
+            raise falcon.HTTPNotFound(
+                title="Unknown model version",
+                description=f"{MODEL_NAME} is served at version {m.artifact_version!r} only, "
+                f"not {version[:80]!r}",
+            )
+        size = m.input_size
+        session = predictor.session
+        resp.media = {
+            "name": MODEL_NAME,
+            "versions": [m.artifact_version],
+            "platform": PLATFORM,
+            "inputs": [tensor_metadata(session.get_inputs(), m.input_name, [3, size, size])],
+            "outputs": [tensor_metadata(session.get_outputs(), m.output_name, [1, size, size])],
+            "parameters": {
+                "input_size": size,
+                "mean": list(m.mean),
+                "std": list(m.std),
+                "threshold": m.threshold,
+                "min_area_fraction": m.min_area_fraction,
+                "decision_chosen_on": m.decision_chosen_on,
+                "model_version": m.version,
+                "artifact_version": m.artifact_version,
+                "git_sha": m.git_sha,
+                "data_rev": m.data_rev,
+                "precision": m.precision,
+                "opset": m.opset,
+                "sha256": m.sha256,
+            },
+        }
+
+    on_head = on_get
+    on_get_version = on_get
+    on_head_version = on_get
 
 
 class MetricsResource:

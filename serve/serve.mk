@@ -4,10 +4,10 @@
 SERVE_IMAGE ?= localhost/polypseg-serve:latest
 BENCH_ARGS  ?=  # e.g. --set standin=true (tiny stand-in model) --set requests=100
 SERVE_TESTS := tests/test_rle.py tests/test_image.py tests/test_image_bombs.py tests/test_serve_app.py tests/test_serve_fuzz.py \
-	tests/test_serve_hardening.py tests/test_serve_predictor.py tests/test_serve_settings.py
+	tests/test_serve_hardening.py tests/test_serve_predictor.py tests/test_serve_settings.py tests/test_serve_batch.py
 
 .PHONY: test-serve test-serve-gunicorn test-browser chromium container-tools image-base image \
-	image-test image-cold image-clean bench-serve bench-fuzz
+	image-test image-cold image-clean bench-serve bench-fuzz bench-batch-requests
 
 test-serve: ## serving fast tests: RLE, image checks, API, fuzz (seconds)
 	PYTHONPATH=$(CURDIR) $(PY) -m pytest -q $(SERVE_TESTS)
@@ -46,6 +46,9 @@ image-test: ## run the image, wait for /readyz, POST a real image, check it [MET
 
 bench-serve: ## load test (1/4/16 clients, 2 sizes) + slow-client and overload scenarios -> reports/bench/serve.json
 	PYTHONPATH=$(CURDIR) $(PY) bin/bench_serve.py --conf conf/bench_serve.yaml $(BENCH_ARGS)
+
+bench-batch-requests: ## the same images one per request vs in batches of 4 and 8 to a real gunicorn -> reports/bench/batch_requests.json
+	PYTHONPATH=$(CURDIR) $(PY) bin/bench_batch_requests.py --conf conf/bench_batch_requests.yaml
 
 bench-fuzz: ## 10,000 fuzzed /predict requests to a real gunicorn (mutations + bomb families), 0 5xx -> reports/bench/fuzz.json
 	POLYPSEG_FUZZ_HTTP=1 POLYPSEG_FUZZ_CASES=10000 POLYPSEG_FUZZ_REPORT=reports/bench/fuzz.json PYTHONPATH=$(CURDIR) \

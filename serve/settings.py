@@ -21,6 +21,7 @@ class Settings:
     allow_staging: bool = False  # fall back to the @staging alias when @production is missing
     max_body_bytes: int = 20 * 1024 * 1024  # bytes; larger request bodies get 413
     max_pixels: int = 25_000_000  # width x height from the image header; larger images get 413
+    max_batch_images: int = 8  # images one /predict request may carry (multipart); more get 413
     shadow_dir: str = ""  # when set, store every request's image, mask and record here
     ort_threads: int = 1  # onnxruntime intra-op threads per worker (workers x threads <= cores)
     model_retry_s: float = 30.0  # seconds between attempts to load a model that failed to load
@@ -103,6 +104,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allow_staging=_bool(env, "POLYPSEG_ALLOW_STAGING", defaults.allow_staging),
         max_body_bytes=_int(env, "POLYPSEG_MAX_BODY_BYTES", defaults.max_body_bytes, 1),
         max_pixels=_int(env, "POLYPSEG_MAX_PIXELS", defaults.max_pixels, 1),
+        max_batch_images=_int(env, "POLYPSEG_MAX_BATCH_IMAGES", defaults.max_batch_images, 1),
         shadow_dir=env.get("POLYPSEG_SHADOW_DIR", "").strip(),
         ort_threads=_int(env, "POLYPSEG_ORT_THREADS", defaults.ort_threads, 1),
         model_retry_s=_float(env, "POLYPSEG_MODEL_RETRY_S", defaults.model_retry_s, 0.0),

@@ -110,8 +110,10 @@ serve: setup ## gunicorn on 127.0.0.1:$(PORT): models/model.onnx, or MODEL_URI=m
 
 ci: lint data smoke smoke-registry test ci-image ## what CI runs: lint, data, smoke train/eval/export/register, all tests, container
 
+# The container's /metrics after the smoke requests is kept as reports/metrics-snapshot.prom (and its names checked).
 ci-image: ## build the serving image with the smoke model, test it, and bring up the compose file (part of make ci)
-	POLYPSEG_MODEL_DIR=$(CURDIR)/models/smoke $(MAKE) --no-print-directory image image-test compose-test
+	POLYPSEG_MODEL_DIR=$(CURDIR)/models/smoke $(MAKE) --no-print-directory image image-test compose-test \
+		METRICS_SNAPSHOT=reports/metrics-snapshot.prom
 
 ci-cold: ## ci-image with an empty podman storage and no base image (what a never-used machine does)
 	POLYPSEG_MODEL_DIR=$(CURDIR)/models/smoke $(MAKE) --no-print-directory image-cold

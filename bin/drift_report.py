@@ -26,14 +26,12 @@ from lib.drift import (
     current_images,
     feature_table,
     load_model,
-    log_to_model_run,
-    model_mismatch,
-    model_run,
     run_evidently,
     served_share_difference,
     served_versions,
     summarise,
 )
+from lib.drift_tracking import log_to_model_run, model_mismatch, model_run
 from lib.io import write_json, write_text
 from lib.model_contract import ModelContractError
 

@@ -37,10 +37,10 @@ from lib.inference import predict_probability, torch_runner
 from lib.io import find_pair_dirs, list_images, read_csv_stems, write_json
 from lib.model import load_checkpoint
 from lib.negatives import CropSpec
-from lib.plots import robustness_png
-from lib.report import render_index
+from lib.plots import robustness_png, trend_png
+from lib.report import render_index, trend_section
 from lib.tracking import data_revision, git_state, log_to_run, registered_model_name
-from lib.trend import TrendConfig, candidate_point, quality_trend, trend_png, trend_section
+from lib.trend import TrendConfig, candidate_point, quality_trend
 
 
 @dataclass(frozen=True)

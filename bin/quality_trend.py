@@ -19,8 +19,10 @@ from pathlib import Path
 from lib.cli import parser, script
 from lib.config import load_config
 from lib.io import write_json, write_text
+from lib.plots import trend_png
+from lib.report import trend_page
 from lib.tracking import registered_model_name
-from lib.trend import load_trend_config, quality_trend, trend_page, trend_png, trend_table
+from lib.trend import load_trend_config, quality_trend, trend_table
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ model's sha256 and `check_reference` refuses a mismatch.
 
 Current images come from the server's shadow directory (serve/shadow.py:
 `DIR/YYYY-MM-DD/<time>_<id>_<rand>/input.jpg|png + record.json`) or any folder of JPEG/PNG files.
+The report's MLflow side (the served version's run, attaching the report to it) is lib/drift_tracking.py.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +41,6 @@ MODEL_FEATURE_NAMES = (
 FEATURE_COLUMNS = FEATURE_NAMES + MODEL_FEATURE_NAMES  # the columns the drift tests compare
 ID_COLUMNS = ("image", "model_version", "model_sha256")  # carried in the CSVs, never tested
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what /predict accepts
-REGISTRY_VERSION = re.compile(r"^(?P<name>[^/]+)/(?P<version>\d+)$")  # served from the registry: NAME/N
 
 
 class DriftInputError(ValueError):
@@ -238,51 +237,6 @@ def served_versions(found: CurrentImages, model: DriftModel) -> tuple[str, list[
     return version, warnings
 
 
-def model_run(version: str, model: DriftModel) -> dict:
-    """The MLflow run of `version`: {run_id, found, sha256 (registry versions), reason}; never raises.
-
-    `NAME/N` (served from the registry): that version's run and its `onnx_sha256` tag. Otherwise a
-    local model_version `<git sha>-<run id prefix>`: model.json's run_id when it is this model's
-    version and the store has it, else a run tagged `model_version=<version>` (the training run first).
-    """
-    from lib.tracking import set_tracking
-
-    run_id = None
-    try:
-        mlflow = set_tracking()
-        client = mlflow.MlflowClient()
-        match = REGISTRY_VERSION.match(version)
-        if match:
-            mv = client.get_model_version(match["name"], match["version"])
-            run_id = mv.run_id
-            client.get_run(run_id)
-            return {
-                "run_id": run_id,
-                "found": True,
-                "sha256": (mv.tags or {}).get("onnx_sha256"),
-                "reason": "",
-            }
-        if version == model.meta.model_version and model.meta.run_id:
-            try:
-                client.get_run(model.meta.run_id)
-                return {"run_id": model.meta.run_id, "found": True, "sha256": model.sha256, "reason": ""}
-            except Exception:  # a model trained against another store: look for a tagged run below
-                run_id = model.meta.run_id
-        experiments = [e.experiment_id for e in client.search_experiments()]
-        runs = client.search_runs(experiments, f"tags.model_version = '{version}'") if experiments else []
-        if runs:
-            prefix = version.rsplit("-", 1)[-1]  # the training run's id starts with the version's suffix
-            best = sorted(runs, key=lambda r: not r.info.run_id.startswith(prefix))[0]
-            return {"run_id": best.info.run_id, "found": True, "sha256": None, "reason": ""}
-        where = f"run {run_id} (model.json) is not in" if run_id else "no run of it in"
-        store = mlflow.get_tracking_uri()
-        reason = f"{where} the tracking store {store}, and no run there is tagged model_version={version}"
-        return {"run_id": run_id, "found": False, "sha256": None, "reason": reason}
-    except Exception as err:  # a missing registry version or run, an unreachable server: reported, not fatal
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return {"run_id": run_id, "found": False, "sha256": None, "reason": reason[:300]}
-
-
 def served_share_difference(found: CurrentImages, current: pd.DataFrame, threshold: float) -> float | None:
     """Largest |served polyp_fraction - recomputed predicted_polyp_share| over the shadow images.
 
@@ -297,35 +251,3 @@ def served_share_difference(found: CurrentImages, current: pd.DataFrame, thresho
         if name in recomputed and at == threshold
     ]
     return float(max(diffs)) if diffs else None
-
-
-def model_mismatch(version: str, run: dict, model: DriftModel) -> str | None:
-    """A warning when the served model (`version`) is known not to be the one the features used."""
-    if REGISTRY_VERSION.match(version):
-        if run.get("sha256") and run["sha256"] != model.sha256:
-            return (
-                f"the predictions came from {version} (onnx sha256 {run['sha256'][:12]}), but the model-side "
-                f"features were computed with {model.path} ({model.meta.model_version}, "
-                f"{model.sha256[:12]}): "
-                "they describe that model's view of the current images, not what was served"
-            )
-        if not run.get("sha256"):
-            return (
-                f"could not check that {version} is {model.path}: {run.get('reason') or 'no onnx_sha256 tag'}"
-            )
-        return None
-    if version != model.meta.model_version:
-        return (
-            f"the predictions came from {version}, but the model-side features were computed with "
-            f"{model.path} ({model.meta.model_version}): they describe that model's view, not what was served"
-        )
-    return None
-
-
-def log_to_model_run(run_id: str, files: list[Path], artifact_path: str) -> None:
-    """Attach the report files to the model version's MLflow run under `artifact_path`."""
-    from lib.tracking import set_tracking
-
-    client = set_tracking().MlflowClient()
-    for path in files:
-        client.log_artifact(run_id, str(path), artifact_path=artifact_path)

@@ -1,9 +1,10 @@
 """Evaluation plots rendered to PNG bytes (the caller writes them): PR curve, per-image Dice histogram,
-reliability diagram, Dice under corruptions."""
+reliability diagram, Dice under corruptions, and the quality trend over registered versions."""
 
 from __future__ import annotations
 
 import io
+import math
 
 import matplotlib
 
@@ -82,4 +83,82 @@ def robustness_png(robustness: dict) -> bytes:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8, ncol=2)
+    return _png(fig)
+
+
+def trend_png(trend) -> bytes:
+    """A lib.trend.Trend: test Dice and IoU (and validation Dice, faint) per version, aliases under the
+    version numbers, the candidate as stars on a shaded band, regressions ringed in red beside the line
+    they fell below."""
+    points = trend.points
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.0 + 0.8 * len(points)), 4.2))
+    if not any(p.test_dice is not None for p in points):
+        ax.set_axis_off()
+        why = trend.note or "no version has evaluation metrics"
+        ax.text(0.5, 0.5, f"Quality trend: no data\n{why}", ha="center", va="center", wrap=True)
+        return _png(fig)
+    x = list(range(len(points)))
+    registered = [i for i, p in enumerate(points) if p.version is not None]
+    lines = (
+        ("test_dice", f"{trend.test_split} Dice", "#4477aa", "o", "-", 2.0),
+        ("test_iou", f"{trend.test_split} IoU", "#ee7733", "s", "-", 2.0),
+        ("val_dice", f"{trend.val_split} Dice", "#999999", ".", "--", 1.0),
+    )
+    for key, label, color, marker, style, width in lines:
+        y = [math.nan if getattr(p, key) is None else getattr(p, key) for p in points]
+        ax.plot(
+            registered,
+            [y[i] for i in registered],
+            ls=style,
+            lw=width,
+            marker=marker,
+            color=color,
+            label=label,
+        )
+        for i, p in enumerate(points):
+            if p.version is None and not math.isnan(y[i]):
+                before = [j for j in registered if j < i and not math.isnan(y[j])]
+                if before:  # dotted: the candidate is not (yet) part of the registered line
+                    ax.plot([before[-1], i], [y[before[-1]], y[i]], ls=":", lw=width, color=color)
+                ax.plot([i], [y[i]], marker="*", ms=16, color=color, mec="black", ls="none")
+    for i, p in enumerate(points):
+        if p.version is None:
+            ax.axvspan(i - 0.4, i + 0.4, color="#ffe9a8", zorder=0)
+    # The line a version must stay above: the best earlier test Dice minus the tolerance.
+    limit = [
+        (i, p.test_dice + p.below_best - trend.tolerance)
+        for i, p in enumerate(points)
+        if p.below_best is not None
+    ]
+    if limit:
+        xs, ys = zip(*limit)
+        label = f"best earlier - {trend.tolerance:g}"
+        ax.hlines(
+            ys, [i - 0.3 for i in xs], [i + 0.3 for i in xs], color="#cc3311", ls=":", lw=1.5, label=label
+        )
+    flagged = [i for i, p in enumerate(points) if p.regression]
+    if flagged:
+        ax.scatter(
+            flagged,
+            [points[i].test_dice for i in flagged],
+            s=260,
+            facecolors="none",
+            edgecolors="#cc3311",
+            linewidths=2,
+            zorder=4,
+            label="regression",
+        )
+    for i, p in enumerate(points):
+        if p.test_dice is None:
+            ax.annotate(
+                "not evaluated", (i, 0.02), xycoords=("data", "axes fraction"), ha="center", fontsize=8
+            )
+    values = [v for p in points for v in (p.test_dice, p.test_iou, p.val_dice) if v is not None]
+    ax.set_ylim(max(0.0, min(values) - 0.04), min(1.01, max(values) + 0.04))
+    ax.set_xlim(-0.6, len(points) - 0.4)
+    ax.set_xticks(x, [p.label + "".join(f"\n@{a}" for a in p.aliases) for p in points])
+    ax.set(ylabel="mean over images")
+    ax.set_title(f"{trend.model_name}: {trend.test_split} Dice / IoU per registered version")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # outside: never over a point
     return _png(fig)

@@ -1,6 +1,6 @@
 """The HTML summary of an evaluation (reports/eval/index.html): operating point, metrics tables, image-level
 detection, polyp-free negatives, robustness, the quality trend over registered versions, calibration, plots
-and overlays."""
+and overlays; and the quality trend's own page (bin/quality_trend.py's index.html)."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def render_index(
     """One self-contained page; image paths are relative to the page's folder.
 
     `decision` is a lib.decision.Decision; `negatives` and `robustness` the dicts bin/evaluate.py
-    writes to negatives/metrics.json and robustness.json; `trend` the HTML of lib.trend.trend_section.
+    writes to negatives/metrics.json and robustness.json; `trend` the HTML of trend_section.
     Sections whose input is None are left out.
     """
     head = "".join(f"<th>{c}</th>" for c in ("split", *COLUMNS))
@@ -147,5 +147,78 @@ papers report), <code>*_pooled</code> sums pixels over the split.</p>
 {_robustness_section(robustness) if robustness else ""}
 {trend or ""}
 {sections}
+</body></html>
+"""
+
+
+def trend_section(trend, png: str = "trend.png") -> str:
+    """The "Quality trend" section of a lib.trend.Trend: a table and the PNG at the relative path `png`."""
+    t, v = trend.test_split, trend.val_split
+    columns = (
+        "version",
+        "created (UTC)",
+        "aliases",
+        f"{t} Dice",
+        f"{t} IoU",
+        f"{v} Dice",
+        "model git",
+        "data rev",
+    )
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in (*columns, "metrics from", "regression", "note"))
+    rows = []
+    for p in trend.points:
+        regression = ""
+        if p.regression:
+            regression = f"REGRESSION: {p.below_best:.4f} below {p.best_earlier}"
+        elif p.below_best is not None:
+            regression = f"{-p.below_best:+.4f} vs best earlier ({p.best_earlier})"
+        cells = (
+            p.label,
+            p.created[:16].replace("T", " "),  # minutes are enough here; trend.json keeps the full time
+            ", ".join(p.aliases),
+            "not evaluated" if p.test_dice is None else p.test_dice,
+            "" if p.test_iou is None else p.test_iou,
+            "" if p.val_dice is None else p.val_dice,
+            p.git_sha[:10],
+            p.data_rev[:12],
+            p.metrics_from,
+            regression,
+            p.note,
+        )
+        style = ' class="regression"' if p.regression else ' class="candidate"' if p.version is None else ""
+        rows.append(f"<tr{style}>" + "".join(f"<td>{_cell(c)}</td>" for c in cells) + "</tr>")
+    source = f"registered model <code>{html.escape(trend.model_name)}</code>" if trend.model_name else ""
+    where = f" in <code>{html.escape(trend.tracking_uri)}</code>" if trend.tracking_uri else ""
+    note = f'<p class="note"><b>Note:</b> {html.escape(trend.note)}</p>' if trend.note else ""
+    table = f"<table><tr>{head}</tr>{''.join(rows)}</table>" if rows else ""
+    candidate = ""
+    if any(p.version is None for p in trend.points):
+        candidate = " The candidate (last row, starred in the plot) is this evaluation, not registered."
+    return f"""<h2>Quality trend</h2>
+<p>{html.escape(trend.test_split)} Dice and IoU (mean over images) of every version of the {source}{where},
+from the evaluation metrics logged to each version's run.{candidate} A version is a <b>regression</b>
+when its {html.escape(trend.test_split)} Dice is more than {trend.tolerance:g} below the best earlier
+version's.</p>
+{note}
+<img class="trend" src="{html.escape(png)}" alt="Dice and IoU per registered version">
+{table}"""
+
+
+def trend_page(trend) -> str:
+    """A self-contained page with the section (bin/quality_trend.py's index.html)."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>polypseg quality trend</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; max-width: 1100px; }}
+.banner {{ background: #b00020; color: white; padding: .6rem 1rem; font-weight: bold; }}
+table {{ border-collapse: collapse; margin: 1rem 0; }}
+td, th {{ border: 1px solid #ccc; padding: .3rem .6rem; }}
+tr.regression {{ background: #fde0dc; }} tr.candidate {{ background: #fff6d5; }}
+.trend {{ max-width: 100%; }} code {{ background: #f3f3f3; padding: 0 .2rem; }}
+</style></head><body>
+<div class="banner">Research software. NOT FOR CLINICAL USE.</div>
+<h1>polypseg quality trend</h1>
+<p>The registry as it is now; <a href="trend.json">trend.json</a> holds the table.</p>
+{trend_section(trend)}
 </body></html>
 """

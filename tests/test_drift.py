@@ -34,13 +34,12 @@ from lib.drift import (
     feature_table,
     load_model,
     model_features,
-    model_mismatch,
-    model_run,
     run_evidently,
     served_share_difference,
     served_versions,
     summarise,
 )
+from lib.drift_tracking import model_mismatch, model_run
 from lib.image_features import FEATURE_NAMES
 from lib.io import read_csv_stems
 

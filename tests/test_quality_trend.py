@@ -14,8 +14,9 @@ import yaml
 from bin_helpers import ROOT, load_bin
 
 from lib.config import ConfigError
+from lib.plots import trend_png
 from lib.registry import EVALUATION_TAGS, PYFUNC_TAG, client, register_run
-from lib.report import render_index
+from lib.report import render_index, trend_section
 from lib.tracking import registered_model_name
 from lib.trend import (
     Point,
@@ -24,8 +25,6 @@ from lib.trend import (
     flag_regressions,
     load_trend_config,
     quality_trend,
-    trend_png,
-    trend_section,
 )
 
 NAME = registered_model_name(ROOT / "conf/register.yaml")  # what bin/quality_trend.py looks up

@@ -18,10 +18,7 @@ from lib.config import load_config
 from lib.io import read_csv_stems, write_json
 from lib.model_contract import ModelContractError, read_model_json
 from lib.onnx_session import make_session, session_runner
-from lib.quantize import mean_dice
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quantize import QuantizeConfig  # noqa: E402  (the quantize stage's config: same models, same images)
+from lib.quantize import QuantizeConfig, mean_dice  # the quantize stage's config: same models, same images
 
 
 @script("int8_test_report", errors=(ModelContractError,))

@@ -10,9 +10,8 @@ Usage: bin/quantize.py --conf conf/quantize.yaml [--set eval_images=null ...]
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
 
 from lib.cli import parser, script
 from lib.config import ConfigError, load_config, to_dict
@@ -20,33 +19,7 @@ from lib.io import read_csv_stems, read_image, sha256_file, write_json
 from lib.model_contract import ModelContractError, read_model_json, write_model_json
 from lib.onnx_session import make_session, session_runner
 from lib.preprocess import prepare_input
-from lib.quantize import FIXED_SETTINGS, dice_within_budget, mean_dice, quantize_int8
-
-
-@dataclass(frozen=True)
-class Quantization:
-    """How the INT8 graph is built: copied into the INT8 model.json."""
-
-    calibration_split: str  # calibration images come from here
-    calibration_images: int  # first N stems
-    format: Literal["QOperator", "QDQ"]  # quantized node style
-    per_channel: bool  # per-channel weight scales
-    calibrate_method: Literal["MinMax", "Entropy", "Percentile"]  # how activation ranges are set
-    keep_fp32: tuple[str, ...]  # convolutions left unquantized: first_conv, last_conv
-
-
-@dataclass(frozen=True)
-class QuantizeConfig:
-    model: str  # models/model.onnx, with model.json beside it
-    images_dir: str  # originals
-    masks_dir: str  # originals' masks (Dice check)
-    out_dir: str  # model.onnx + model.json of the INT8 variant
-    report: str  # reports/quantize.json
-    quantization: Quantization
-    eval_split: str  # Dice fp32 vs int8 here: a decision input, so validation
-    eval_images: int | None  # first N stems (None = whole split)
-    max_dice_loss: float  # INT8 is adopted only if it loses less Dice than this
-    threads: int  # onnxruntime intra-op threads for the Dice check
+from lib.quantize import FIXED_SETTINGS, QuantizeConfig, dice_within_budget, mean_dice, quantize_int8
 
 
 def stems_of(split: str, first: int | None) -> list[str]:

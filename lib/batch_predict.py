@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lib.decision import count_components
 from lib.io import IMAGE_SUFFIXES, DecodeError, decode_image
 from lib.model_contract import read_model_json
 from lib.onnx_session import make_session
@@ -107,12 +108,6 @@ class ManifestWriter:
 
     def close(self) -> None:
         self._fh.close()
-
-
-def count_components(mask: np.ndarray) -> int:
-    """Connected regions of a {0, 1} mask (8-connectivity)."""
-    n, _ = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    return int(n) - 1
 
 
 def encode_mask_png(mask: np.ndarray) -> bytes:

@@ -25,6 +25,18 @@ class ConfigError(ValueError):
 def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
     """Read YAML at `path` into dataclass `cls`; `overrides` are `dotted.key=yaml_value` strings."""
     path = Path(path)
+    raw = read_yaml_mapping(path)
+    for item in overrides or []:
+        apply_override(raw, item)
+    try:
+        return from_dict(cls, raw, where="")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def read_yaml_mapping(path: str | Path) -> dict:
+    """The YAML mapping at `path`; ConfigError for a missing file, invalid YAML or another top level."""
+    path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -33,12 +45,7 @@ def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = No
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
-    for item in overrides or []:
-        apply_override(raw, item)
-    try:
-        return from_dict(cls, raw, where="")
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return raw
 
 
 def apply_override(raw: dict, item: str) -> None:

@@ -59,6 +59,14 @@ def polyp_detected(mask: np.ndarray, min_area_fraction: float) -> bool:
     return bool(detected_from_area(np.count_nonzero(mask) / max(1, mask.size), min_area_fraction))
 
 
+def count_components(mask: np.ndarray) -> int:
+    """Connected regions (8-connectivity) of a {0, 1} mask: the batch manifest's and the drift features'."""
+    import cv2  # here, not at the top: the rest of this module needs only NumPy
+
+    n_labels, _ = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    return int(n_labels) - 1  # label 0 is the background
+
+
 def save_decision(path: str | Path, decision: Decision) -> None:
     write_json(path, asdict(decision))
 

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from lib.decision import count_components
 from lib.image_features import FEATURE_NAMES, image_features
 from lib.inference import predict_probability
 from lib.io import DecodeError, decode_image, read_json, sha256_file
@@ -52,11 +53,10 @@ def model_features(prob: np.ndarray, threshold: float) -> dict[str, float]:
     if prob.ndim != 2 or prob.size == 0:
         raise ValueError(f"expected an (H, W) probability map, got shape {prob.shape}")
     mask = (prob >= threshold).astype(np.uint8)
-    n_labels, _ = cv2.connectedComponents(mask, connectivity=8)
     uncertain = (prob >= UNCERTAIN_LOW) & (prob <= UNCERTAIN_HIGH)
     return {
         "predicted_polyp_share": float(mask.mean()),
-        "n_components": float(n_labels - 1),  # label 0 is the background
+        "n_components": float(count_components(mask)),
         "uncertain_share": float(uncertain.mean()),
     }
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -22,6 +24,34 @@ import numpy as np
 FIXED_SETTINGS = {"activation_type": "uint8", "weight_type": "int8"}
 CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
 KEEP_FP32_CHOICES = ("first_conv", "last_conv")
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How the INT8 graph is built: copied into the INT8 model.json."""
+
+    calibration_split: str  # calibration images come from here
+    calibration_images: int  # first N stems
+    format: Literal["QOperator", "QDQ"]  # quantized node style
+    per_channel: bool  # per-channel weight scales
+    calibrate_method: Literal["MinMax", "Entropy", "Percentile"]  # how activation ranges are set
+    keep_fp32: tuple[str, ...]  # convolutions left unquantized: first_conv, last_conv
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """conf/quantize.yaml: bin/quantize.py builds with it, bin/int8_test_report.py reads the same models."""
+
+    model: str  # models/model.onnx, with model.json beside it
+    images_dir: str  # originals
+    masks_dir: str  # originals' masks (Dice check)
+    out_dir: str  # model.onnx + model.json of the INT8 variant
+    report: str  # reports/quantize.json
+    quantization: Quantization
+    eval_split: str  # Dice fp32 vs int8 here: a decision input, so validation
+    eval_images: int | None  # first N stems (None = whole split)
+    max_dice_loss: float  # INT8 is adopted only if it loses less Dice than this
+    threads: int  # onnxruntime intra-op threads for the Dice check
 
 
 class _Batches:

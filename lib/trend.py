@@ -16,9 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
-
-from lib.config import ConfigError, from_dict
+from lib.config import ConfigError, from_dict, read_yaml_mapping
 from lib.tracking import DEFAULT_TRACKING_URI, set_tracking
 
 CANDIDATE = "candidate"
@@ -71,13 +69,8 @@ class Trend:
 def load_trend_config(evaluate_conf: str | Path) -> TrendConfig:
     """The `trend:` block of an evaluate config, checked like any config (ConfigError names the key)."""
     path = Path(evaluate_conf)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict) or "trend" not in raw:
+    raw = read_yaml_mapping(path)
+    if "trend" not in raw:
         raise ConfigError(f"{path}: trend: required key is missing")
     try:
         return from_dict(TrendConfig, raw["trend"], where="trend")

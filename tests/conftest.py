@@ -74,3 +74,13 @@ def predictor(model_path):
     from serve.predictor import load_local
 
     return load_local(model_path)
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow SQLite store made once: creating the schema takes seconds, copying none."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path

@@ -6,6 +6,7 @@ the drift baseline in the rules against reports/drift/reference.csv.
 from __future__ import annotations
 
 import csv
+import functools
 import http.client
 import json
 import os
@@ -27,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
 from serve.metrics import DURATION_BUCKETS_S, SHARE_BUCKETS
+from tests.support import harness
 from tests.support.harness import free_port, sample_image_bytes
 from tests.support.tinymodel import TINY_VERSION, write_tiny_model
 
@@ -193,15 +195,7 @@ def api_counts(port: int) -> dict[str, float]:
     return counts
 
 
-def post_predict(port: int, body: bytes, content_type: str = "image/jpeg") -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()
+post_predict = functools.partial(harness.post_predict, timeout=30)
 
 
 @pytest.fixture(scope="module")

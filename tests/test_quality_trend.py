@@ -40,16 +40,6 @@ EVALUATIONS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory) -> Path:
-    """An empty, migrated SQLite store made once: creating the schema takes seconds, copying it none."""
-    import mlflow
-
-    path = tmp_path_factory.mktemp("store") / "mlflow.db"
-    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def store(tmp_path, monkeypatch, empty_store):
     """A fresh store with experiment polyp-seg; returns (client, experiment id)."""

@@ -49,16 +49,6 @@ def first_val_image() -> Path:
     return IMAGES / f"{VAL.read_text().splitlines()[1].split(',')[0]}.jpg"
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory) -> Path:
-    """An empty, migrated SQLite store made once: creating the schema takes seconds, copying it none."""
-    import mlflow
-
-    path = tmp_path_factory.mktemp("store") / "mlflow.db"
-    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def mlflow(tmp_path, monkeypatch, empty_store):
     """A fresh SQLite tracking store with experiment polyp-seg, artifacts in tmp_path."""

@@ -1,7 +1,6 @@
 """Issue 10's reproducers against a real gunicorn: slow clients, registry outages, a killed worker,
 gunicorn's own errors as JSON, native library warnings as JSON log lines."""
 
-import http.client
 import json
 import os
 import signal
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 from test_serve_gunicorn import metric_total
 
-from tests.support.harness import Gunicorn, free_port, http_get, raw_exchange
+from tests.support.harness import Gunicorn, free_port, http_get, post_predict, raw_exchange
 from tests.support.tinymodel import write_tiny_model
 
 pytestmark = pytest.mark.integration  # starts real processes: excluded from make test-fast
@@ -31,17 +30,6 @@ def model_path(tmp_path_factory):
 def jpeg() -> bytes:
     rng = np.random.default_rng(3)
     return cv2.imencode(".jpg", rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))[1].tobytes()
-
-
-def post(port: int, body: bytes, timeout: float = 10.0, content_type: str = "image/jpeg") -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +87,7 @@ def test_slow_clients_do_not_starve_normal_ones(server):
         statuses, latencies = [], []
         for _ in range(6):
             start = time.monotonic()
-            statuses.append(post(server.port, body, timeout=10))
+            statuses.append(post_predict(server.port, body, timeout=10))
             latencies.append(time.monotonic() - start)
             time.sleep(0.2)
     finally:
@@ -119,7 +107,7 @@ def test_idle_connections_do_not_hold_threads(server):
     try:
         time.sleep(0.5)
         start = time.monotonic()
-        statuses = [post(server.port, jpeg(), timeout=10) for _ in range(5)]
+        statuses = [post_predict(server.port, jpeg(), timeout=10) for _ in range(5)]
         assert statuses == [200] * 5 and time.monotonic() - start < 2.0
     finally:
         for sock in idle:
@@ -174,7 +162,7 @@ def test_every_log_line_is_json_including_native_library_warnings(server):
     chunk = (len(srgb) - 4).to_bytes(4, "big") + srgb + zlib.crc32(srgb).to_bytes(4, "big")
     warned = png[:33] + chunk + png[33:]
     for _ in range(5):
-        assert post(server.port, warned, content_type="image/png") == 200
+        assert post_predict(server.port, warned, content_type="image/png") == 200
     time.sleep(0.5)
     lines = [line for line in server.log_text().splitlines() if line.strip()]
     not_json = []
@@ -248,7 +236,7 @@ def test_registry_outage_keeps_the_server_up(model_path, tmp_path, outage):
             assert status == 503 and json.loads(body)["description"]
             assert server.proc.poll() is None
             time.sleep(1.0)
-        assert post(server.port, jpeg()) == 503
+        assert post_predict(server.port, jpeg()) == 503
         assert "Worker failed to boot" not in server.log_text()
         attempts = [r for r in server.log_records() if r.get("msg") == "model not loaded"]
         assert len(attempts) >= 4, server.log_text()[-2000:]  # retried in the background, both workers

@@ -53,6 +53,18 @@ def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         conn.close()
 
 
+def post_predict(port: int, body: bytes, content_type: str = "image/jpeg", timeout: float = 10.0) -> int:
+    """POST `body` to 127.0.0.1:`port`/predict as `content_type`; returns the status (the body is dropped)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
 def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
     """Send raw bytes to 127.0.0.1:`port` and read until the server closes: (status, headers, body).
 

@@ -24,7 +24,7 @@ from lib.config import flatten, load_config, save_config, to_dict
 from lib.data import SegmentationDataset, load_cache, split_rows
 from lib.io import find_pair_dirs, list_images, read_image, read_mask, write_json
 from lib.losses import build_loss
-from lib.model import ModelConfig, build_model, normalisation
+from lib.model import ModelConfig, build_model, freeze_encoder_stages, normalisation
 from lib.negatives import CropSpec, crop_negatives
 from lib.tracking import data_revision, git_state, setup_mlflow
 from lib.training import (
@@ -55,6 +55,7 @@ class Optim:
     patience: int  # epochs without improvement before stopping
     ema_decay: float  # per-step decay of a weight average used for validation and saving; 0 = off
     progressive: tuple[tuple[float, int], ...]  # ((until share of epochs, side px), ...); then full size
+    freeze_encoder_stages: int  # 0 = train all; k = stem and the first k-1 encoder blocks frozen
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg.loss.kind, cfg.loss.bce_weight, cfg.loss.dice_weight, cfg.loss.structure_kernel)
+    frozen = freeze_encoder_stages(model, cfg.optim.freeze_encoder_stages)
+    # Frozen parameters never get a gradient, so AdamW leaves them (and their weight decay) alone.
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     total_steps = cfg.optim.epochs * len(train_loader)
     warmup = cfg.optim.warmup_epochs * len(train_loader)
@@ -181,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         scaler=torch.amp.GradScaler("cuda") if device.type == "cuda" and amp else None,
         log_every=cfg.runtime.log_every,
         average=WeightAverage(model, cfg.optim.ema_decay) if cfg.optim.ema_decay else None,
+        frozen=frozen,
     )
 
     sha, dirty = git_state()

@@ -68,6 +68,27 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return model
 
 
+def freeze_encoder_stages(model: nn.Module, stages: int) -> tuple[nn.Module, ...]:
+    """Freeze the first `stages` stages of a timm EfficientNet encoder: 1 = the stem, k = the stem and blocks
+    0 to k-2. Returns the frozen modules, which the training loop keeps in eval mode (BatchNorm statistics
+    stay ImageNet's). Why: the earliest stages run at the highest resolution, so their backward pass is a
+    large share of a CPU step (docs/experiments.md), while their features are the most generic.
+    """
+    if stages == 0:
+        return ()
+    encoder = getattr(model.encoder, "model", None)
+    if not all(hasattr(encoder, name) for name in ("conv_stem", "bn1", "blocks")):
+        raise ValueError("freeze_encoder_stages needs a timm EfficientNet encoder (tu-tf_efficientnet_lite*)")
+    stem = (encoder.conv_stem, encoder.bn1)
+    if not 0 < stages <= 1 + len(encoder.blocks):
+        raise ValueError(f"freeze_encoder_stages must be 0-{1 + len(encoder.blocks)}, got {stages}")
+    frozen = stem + tuple(encoder.blocks[: stages - 1])
+    for module in frozen:
+        module.requires_grad_(False)
+        module.eval()
+    return frozen
+
+
 def load_offline_lite(encoder: nn.Module, package: str, model_file: str) -> None:
     """Copy a packaged EfficientNet-Lite ImageNet state dict into timm's tf_efficientnet_lite<N>.
 

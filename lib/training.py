@@ -126,6 +126,7 @@ class Trainer:
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling on CUDA; None = plain backward
     log_every: int = 0  # steps between progress lines; 0 = none
     average: WeightAverage | None = None  # updated after every step when given
+    frozen: tuple[nn.Module, ...] = ()  # from lib.model.freeze_encoder_stages: kept in eval mode
 
     def scored(self) -> nn.Module:
         """The weights to validate and save: the running average when there is one, else the model."""
@@ -136,6 +137,8 @@ def train_one_epoch(t: Trainer, loader, size: int | None = None) -> float:
     """One pass over `loader` at `size` px (None = as loaded); returns the mean training loss per image."""
     model, optimiser, device = t.model, t.optimiser, t.device
     model.train()
+    for module in t.frozen:  # frozen stages keep ImageNet's BatchNorm statistics
+        module.eval()
     total, n, start = 0.0, 0, time.time()
     for step, (x, y) in enumerate(loader, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)

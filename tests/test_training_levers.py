@@ -1,4 +1,4 @@
-"""Training levers of issue 9: negatives in each batch, progressive sizes, EMA, structure loss."""
+"""Training levers of issue 9: negatives per batch, progressive sizes, EMA, structure loss, frozen stages."""
 
 from __future__ import annotations
 
@@ -103,3 +103,57 @@ def test_negative_crops_stay_clear_of_the_polyp_and_the_dark_border():
     again = crop_negatives(rgb, mask, spec, seed=7, key="stem-a", size=64)
     assert all(np.array_equal(a, b) for a, b in zip(crops, again))  # seeded by (seed, stem)
     assert crop_negatives(np.zeros_like(rgb), mask, spec, seed=7, key="stem-a") == []  # all dark
+
+
+def lite_unet(stages_frozen: int):
+    """A small Lite0 U-Net (random weights: no download) with its first `stages_frozen` stages frozen."""
+    from lib.model import ModelConfig, build_model, freeze_encoder_stages
+
+    torch.manual_seed(0)
+    cfg = ModelConfig("Unet", "tu-tf_efficientnet_lite0", None, (16, 16, 16, 16, 8), 64)
+    model = build_model(cfg)
+    return model, freeze_encoder_stages(model, stages_frozen)
+
+
+def test_frozen_stages_keep_weights_and_batchnorm_statistics_through_training_steps():
+    from lib.training import Trainer, train_one_epoch
+
+    model, frozen = lite_unet(3)  # stem, blocks 0 and 1
+    encoder = model.encoder.model
+    assert frozen == (encoder.conv_stem, encoder.bn1, encoder.blocks[0], encoder.blocks[1])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    trainer = Trainer(
+        model=model,
+        loss_fn=nn.BCEWithLogitsLoss(),
+        optimiser=optimiser,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: 1.0),
+        device=torch.device("cpu"),
+        amp=False,
+        channels_last=False,
+        frozen=frozen,
+    )
+    x = torch.rand(4, 3, 64, 64)
+    y = (torch.rand(4, 1, 64, 64) > 0.5).float()
+    train_one_epoch(trainer, [(x, y), (x, y)])
+    after = model.state_dict()
+    changed = {k for k in before if "num_batches_tracked" not in k and not torch.equal(before[k], after[k])}
+    frozen_keys = {k for k in before if k.startswith(("encoder.model.conv_stem", "encoder.model.bn1"))}
+    frozen_keys |= {k for k in before if k.startswith(("encoder.model.blocks.0.", "encoder.model.blocks.1."))}
+    assert frozen_keys and not frozen_keys & changed  # weights and BN running stats untouched
+    assert any(k.startswith("encoder.model.blocks.2.") for k in changed)  # the next stage trains
+    assert any(k.startswith("decoder.") for k in changed)
+    assert all(not m.training for m in frozen) and encoder.blocks[2].training
+
+
+def test_freezing_nothing_freezes_nothing_and_bad_counts_are_refused():
+    model, frozen = lite_unet(0)
+    assert frozen == () and all(p.requires_grad for p in model.parameters())
+    from lib.model import ModelConfig, build_model, freeze_encoder_stages
+
+    n_blocks = len(model.encoder.model.blocks)
+    with pytest.raises(ValueError, match=f"must be 0-{1 + n_blocks}"):
+        freeze_encoder_stages(model, 2 + n_blocks)
+    resnet = build_model(ModelConfig("Unet", "resnet34", None, (16, 16, 16, 16, 8), 64))
+    with pytest.raises(ValueError, match="timm EfficientNet encoder"):
+        freeze_encoder_stages(resnet, 1)

@@ -72,7 +72,8 @@ class EvaluateConfig:
     limit: int | None = None  # first N stems per split
     choose_on: str = "val"  # split on which threshold and min area are chosen
     threshold: Literal["auto", "checkpoint"] = "auto"  # auto = best on choose_on; checkpoint = as trained
-    threshold_grid: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)  # auto tries
+    # candidates auto tries
+    threshold_grid: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
     min_area_fraction: float | Literal["auto"] = "auto"  # image-level rule, share of the image
     calibration_bins: int = 15  # equal-width probability bins for the ECE
     overlays_per_kind: int = 4  # random, best and worst overlays each

@@ -63,6 +63,10 @@ preprocess: setup ## stage: resize and cache at the training size -> data/proces
 train: setup ## stage: train the U-Net -> models/best.pt (MLflow experiment polyp-seg)
 	dvc repro $@
 
+.PHONY: bench-train-step
+bench-train-step: setup ## ms per image of a training step: full vs frozen early stages vs torch.compile -> reports/bench/train_step.json
+	$(PY) bin/bench_train_step.py --conf conf/bench_train_step.yaml
+
 evaluate: setup ## stage: metrics, plots, overlays -> reports/eval/index.html
 	dvc repro $@
 

@@ -1,0 +1,50 @@
+"""Training-step benchmark (bin/bench_train_step.py): a short real run of the CLI on a small model."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from bin_helpers import ROOT, load_bin
+
+
+def small_train_conf(tmp_path):
+    """conf/smoke/train.yaml at 64 px, batch 2, random encoder weights: seconds, not minutes."""
+    train = yaml.safe_load((ROOT / "conf/smoke/train.yaml").read_text())
+    train["model"] |= {"input_size": 64, "encoder_weights": None}
+    train["optim"]["batch_size"] = 2
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(train))
+    return path
+
+
+def test_frozen_stages_train_fewer_parameters_and_ratios_are_against_the_first_mode(tmp_path):
+    out = tmp_path / "train_step.json"
+    modes = (
+        "[{name: full, freeze_encoder_stages: 0, compile: false},"
+        " {name: f3, freeze_encoder_stages: 3, compile: false}]"
+    )
+    code = load_bin("bench_train_step").main(
+        [
+            "--conf", str(ROOT / "conf/bench_train_step.yaml"),
+            "--set", f"train_conf={small_train_conf(tmp_path)}",
+            "--set", f"modes={modes}",
+            "--set", "warmup_steps=1",
+            "--set", "steps=2",
+            "--set", f"out={out}",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    full, frozen = report["results"]["full"], report["results"]["f3"]
+    assert full["ratio_to_full"] == 1.0 and frozen["ratio_to_full"] > 0
+    assert 0 < frozen["trainable_parameters"] < full["trainable_parameters"]
+    assert full["ms_per_image"] > 0 and report["batch_size"] == 2 and report["steps"] == 2
+
+
+def test_a_missing_train_config_is_a_clear_error(tmp_path, capsys):
+    code = load_bin("bench_train_step").main(
+        ["--conf", str(ROOT / "conf/bench_train_step.yaml"), "--set", f"train_conf={tmp_path}/none.yaml"]
+    )
+    assert code == 2
+    assert "bench_train_step:" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 from bin_helpers import ROOT, run_script
 
 from lib.io import read_csv_stems
@@ -108,7 +109,8 @@ def test_every_report_file_exists(smoke_run):
 def test_operating_point_is_chosen_and_used(smoke_run):
     out, *_ = smoke_run
     decision = json.loads((out / "eval" / "decision.json").read_text())
-    assert 0.3 <= decision["threshold"] <= 0.7  # conf/evaluate.yaml's grid
+    used = yaml.safe_load((out / "eval" / "config.yaml").read_text())  # the config the evaluation ran with
+    assert decision["threshold"] in used["threshold_grid"]  # auto picks from the grid (0.5 is in it)
     assert 0 <= decision["min_area_fraction"] < 1 and decision["chosen_on"].startswith("train16 (16 images")
     metrics = json.loads((out / "eval" / "train16" / "metrics.json").read_text())
     assert metrics["threshold"] == decision["threshold"]

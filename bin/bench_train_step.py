@@ -23,7 +23,7 @@ from lib.config import from_dict, load_config, read_yaml_mapping
 from lib.io import write_json
 from lib.losses import build_loss
 from lib.model import ModelConfig, build_model, freeze_encoder_stages
-from lib.training import autocast, pick_device, resolve_speed_switches, seed_everything
+from lib.training import Trainer, pick_device, resolve_speed_switches, seed_everything, train_step
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class BenchTrainStepConfig:
 
 
 def time_mode(mode: Mode, train: dict, cfg: BenchTrainStepConfig, device: torch.device) -> dict:
-    """One mode: median ms per image of a full optimiser step (forward, loss, backward, AdamW), and more."""
+    """One mode: median ms per image of training's step (forward, loss, backward, AdamW), and more."""
     amp, channels_last = resolve_speed_switches(
         device, train["runtime"]["amp"], train["runtime"]["channels_last"]
     )
@@ -54,12 +54,20 @@ def time_mode(mode: Mode, train: dict, cfg: BenchTrainStepConfig, device: torch.
     model.train()
     freeze_encoder_stages(model, mode.freeze_encoder_stages)  # also puts the frozen stages in eval mode
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    step_model = torch.compile(model) if mode.compile else model
     loss_cfg = train["loss"]
     loss_fn = build_loss(
         loss_cfg["kind"], loss_cfg["bce_weight"], loss_cfg["dice_weight"], loss_cfg["structure_kernel"]
     )
     optimiser = torch.optim.AdamW(model.parameters(), lr=train["optim"]["lr"])
+    trainer = Trainer(  # training's own step (lib.training.train_step), at a constant learning rate
+        model=torch.compile(model) if mode.compile else model,
+        loss_fn=loss_fn,
+        optimiser=optimiser,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0),
+        device=device,
+        amp=amp,
+        channels_last=channels_last,
+    )
     batch, size = train["optim"]["batch_size"], train["model"]["input_size"]
     x = torch.rand(batch, 3, size, size, device=device)
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -67,11 +75,7 @@ def time_mode(mode: Mode, train: dict, cfg: BenchTrainStepConfig, device: torch.
     times, first = [], None
     for step in range(cfg.warmup_steps + cfg.steps):
         start = time.perf_counter()
-        optimiser.zero_grad(set_to_none=True)
-        with autocast(device, amp):
-            logits = step_model(x)
-        loss_fn(logits.float(), y).backward()
-        optimiser.step()
+        train_step(trainer, x, y)
         if device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start

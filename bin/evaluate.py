@@ -69,11 +69,10 @@ class EvaluateConfig:
     splits: dict[str, str]  # split name -> CSV of stems
     out_dir: str  # reports folder
     trend: TrendConfig  # registered versions + this evaluation -> trend.png and the report's section
+    threshold_grid: tuple[float, ...]  # pixel thresholds threshold: auto tries (the YAML holds them)
     limit: int | None = None  # first N stems per split
     choose_on: str = "val"  # split on which threshold and min area are chosen
     threshold: Literal["auto", "checkpoint"] = "auto"  # auto = best on choose_on; checkpoint = as trained
-    # candidates auto tries
-    threshold_grid: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
     min_area_fraction: float | Literal["auto"] = "auto"  # image-level rule, share of the image
     calibration_bins: int = 15  # equal-width probability bins for the ECE
     overlays_per_kind: int = 4  # random, best and worst overlays each

@@ -133,9 +133,30 @@ class Trainer:
         return self.average.module() if self.average else self.model
 
 
+def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimiser step on a prepared batch (on the device, at its size and memory format): forward
+    under autocast, loss, backward (scaled on CUDA fp16), optimiser and scheduler step, weight average.
+    Returns the loss (not synchronised: calling .item() waits for the step)."""
+    t.optimiser.zero_grad(set_to_none=True)
+    with autocast(t.device, t.amp):
+        logits = t.model(x)
+    loss = t.loss_fn(logits.float(), y)
+    if t.scaler is not None:
+        t.scaler.scale(loss).backward()
+        t.scaler.step(t.optimiser)
+        t.scaler.update()
+    else:
+        loss.backward()
+        t.optimiser.step()
+    t.scheduler.step()
+    if t.average is not None:
+        t.average.update(t.model)
+    return loss
+
+
 def train_one_epoch(t: Trainer, loader, size: int | None = None) -> float:
     """One pass over `loader` at `size` px (None = as loaded); returns the mean training loss per image."""
-    model, optimiser, device = t.model, t.optimiser, t.device
+    model, device = t.model, t.device
     model.train()
     for module in t.frozen:  # frozen stages keep ImageNet's BatchNorm statistics
         module.eval()
@@ -146,20 +167,7 @@ def train_one_epoch(t: Trainer, loader, size: int | None = None) -> float:
             x, y = resize_batch(x, y, size)
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        optimiser.zero_grad(set_to_none=True)
-        with autocast(device, t.amp):
-            logits = model(x)
-        loss = t.loss_fn(logits.float(), y)
-        if t.scaler is not None:
-            t.scaler.scale(loss).backward()
-            t.scaler.step(optimiser)
-            t.scaler.update()
-        else:
-            loss.backward()
-            optimiser.step()
-        t.scheduler.step()
-        if t.average is not None:
-            t.average.update(model)
+        loss = train_step(t, x, y)
         total += loss.item() * len(x)
         n += len(x)
         if t.log_every and step % t.log_every == 0:

@@ -69,12 +69,13 @@ def timings(fn, runs: int, warmup: int) -> dict:
 
 
 def measure(run_model, rgb, meta: ModelMeta, cfg: BenchConfig) -> dict:
-    """Inference alone on a prepared input, and the whole path (preprocess to thresholded mask)."""
+    """Inference alone on a prepared input, and the whole path (preprocess to the served mask:
+    threshold and component filter of model.json)."""
     size, mean, std = meta.input_size, meta.mean, meta.std
     x, _ = prepare_input(rgb, size, mean, std)
 
     def whole_path():
-        return predict_probability(run_model, rgb, size, mean, std) >= meta.threshold
+        return meta.mask(predict_probability(run_model, rgb, size, mean, std))  # as /predict makes it
 
     return {
         "inference": timings(lambda: run_model(x), cfg.runs, cfg.warmup),

@@ -4,19 +4,22 @@
 Usage: bin/evaluate.py --conf conf/evaluate.yaml [--data DIR [--out DIR]]
 
 One pass over each split (lib/evaluation.py) predicts every image once and keeps, per image, the
-confusion counts at each candidate threshold, plus PR and calibration sums; polyp-free crops of the
-same frames (lib/negatives.py) are predicted in the same pass. The pixel threshold (best mean Dice)
-and the image-level minimum area (best balanced accuracy on positives + negatives) are chosen on the
-`choose_on` split and saved to <out_dir>/decision.json; every split is then reported at them, and
-the robustness split is re-predicted under each corruption of lib/corruptions.py. The report's quality
-trend (lib/trend.py, trend.png) shows every registered version's test Dice/IoU beside this evaluation's.
+confusion counts at each candidate operating point (pixel threshold x small-component filter), plus
+PR and calibration sums; polyp-free crops of the same frames (lib/negatives.py) are predicted in the
+same pass. The threshold and the filter (best mean Dice, together) and the image-level minimum area
+(best balanced accuracy on positives + negatives) are chosen on the `choose_on` split and saved to
+<out_dir>/decision.json (every point tried, with its mean Dice, to operating_points.csv); every split
+is then reported at them, and the robustness split is re-predicted under each corruption of
+lib/corruptions.py. The report's quality trend (lib/trend.py, trend.png) shows every registered
+version's test Dice/IoU beside this evaluation's.
 
 The threshold search starts from the checkpoint's threshold (conf/train.yaml's, stored by
 bin/train.py): it joins the grid and wins ties; `threshold: checkpoint` keeps it without a search.
 
 With --data DIR (another centre's images/ + masks/, any format lib/io.py reads) there is no
 validation split: the decision is read from <out_dir>/decision.json of the main run when it exists,
-else the checkpoint's threshold and the config's min area (0 for `auto`), and the line printed says which.
+else the checkpoint's threshold and the config's min area and filter (0 for `auto`), and the line printed
+says which.
 Negatives, calibration and robustness are computed on DIR itself.
 """
 
@@ -31,8 +34,16 @@ import numpy as np
 
 from lib.cli import parser, script
 from lib.config import load_config, save_config
-from lib.decision import checkpoint_threshold, save_decision
-from lib.evaluation import decide, decision_for_data, run_robustness, scan_split, write_negatives, write_split
+from lib.decision import checkpoint_threshold, operating_points, save_decision
+from lib.evaluation import (
+    decide,
+    decision_for_data,
+    run_robustness,
+    scan_split,
+    write_negatives,
+    write_operating_points,
+    write_split,
+)
 from lib.inference import predict_probability, torch_runner
 from lib.io import find_pair_dirs, list_images, read_csv_stems, write_json
 from lib.model import load_checkpoint
@@ -70,10 +81,13 @@ class EvaluateConfig:
     out_dir: str  # reports folder
     trend: TrendConfig  # registered versions + this evaluation -> trend.png and the report's section
     threshold_grid: tuple[float, ...]  # pixel thresholds threshold: auto tries (the YAML holds them)
+    component_ratio_grid: tuple[float, ...]  # min_component_ratio values auto tries (lib/decision.py)
     limit: int | None = None  # first N stems per split
     choose_on: str = "val"  # split on which threshold and min area are chosen
     threshold: Literal["auto", "checkpoint"] = "auto"  # auto = best on choose_on; checkpoint = as trained
     min_area_fraction: float | Literal["auto"] = "auto"  # image-level rule, share of the image
+    # drop mask regions under this share of the largest; auto = chosen with the threshold on choose_on
+    min_component_ratio: float | Literal["auto"] = "auto"
     calibration_bins: int = 15  # equal-width probability bins for the ECE
     overlays_per_kind: int = 4  # random, best and worst overlays each
     pr_bins: int = 100  # PR-curve thresholds
@@ -92,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="reports folder (default: out_dir; with --data, reports/eval-<name>)")
     args = p.parse_args(argv)
     cfg = load_config(EvaluateConfig, args.conf, args.overrides)
+    ratios = [
+        *cfg.component_ratio_grid,
+        *([] if cfg.min_component_ratio == "auto" else [cfg.min_component_ratio]),
+    ]
+    if not cfg.component_ratio_grid or not all(0.0 <= r <= 1.0 for r in ratios):
+        print(f"evaluate: {args.conf}: component ratios must be in [0, 1], got {ratios}", file=sys.stderr)
+        return 2
     # Read now, not after an hour of prediction: a broken register config fails before any work.
     trend_model = registered_model_name(cfg.trend.register_conf) if cfg.trend.enabled else None
     images_dir, masks_dir = find_pair_dirs(args.data or cfg.data_dir)
@@ -155,22 +176,30 @@ def main(argv: list[str] | None = None) -> int:
         "run_id": meta["run_id"],
         "tta": cfg.tta,
     }
-    # Counts are kept at every candidate threshold, so the choice needs no second pass.
+    # Counts are kept at every candidate operating point, so the choice needs no second pass.
     if decision:
-        thresholds = [decision.threshold]
+        grid = ([decision.threshold], [decision.min_component_ratio])
     else:
         thresholds = sorted({*cfg.threshold_grid, trained}) if cfg.threshold == "auto" else [trained]
+        auto_ratio = cfg.min_component_ratio == "auto"
+        grid = (
+            thresholds,
+            sorted(set(cfg.component_ratio_grid)) if auto_ratio else [cfg.min_component_ratio],
+        )
+    points = operating_points(*grid)
     with_crops = set(cfg.negatives.splits) if cfg.negatives.enabled else set()
     scans = {}
     for name in sorted(splits, key=lambda n: n != cfg.choose_on):  # choose_on first
         crop_size = size if name in with_crops else None
-        scans[name] = scan_split(name, splits[name], images, masks, predict, thresholds, cfg, crop_size)
-    decision = decision or decide(cfg, scans[cfg.choose_on], thresholds, trained)
-    k = thresholds.index(decision.threshold)
+        scans[name] = scan_split(name, splits[name], images, masks, predict, grid, cfg, crop_size)
+    decision = decision or decide(cfg, scans[cfg.choose_on], points, trained)
+    k = points.index((decision.threshold, decision.min_component_ratio))
     save_decision(out_dir / "decision.json", decision)
+    write_operating_points(out_dir / "operating_points.csv", points, scans[cfg.choose_on], decision)
     save_config(cfg, out_dir / "config.yaml")
     print(
-        f"evaluate: threshold {decision.threshold}, min area {decision.min_area_fraction} "
+        f"evaluate: threshold {decision.threshold}, min component ratio {decision.min_component_ratio}, "
+        f"min area {decision.min_area_fraction} "
         f"(chosen on {decision.chosen_on}) -> {out_dir}/decision.json"
     )
 

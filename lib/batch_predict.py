@@ -171,7 +171,7 @@ class Segmenter:
             logits = self._run(np.concatenate(inputs))
             for row, geometry, logit in zip(ok_rows, geometries, logits):
                 prob = restore_mask(sigmoid(logit[0]), geometry)
-                mask = (prob >= m.threshold).astype(np.uint8)
+                mask = m.mask(prob).astype(np.uint8)  # as /predict makes it
                 row.update(
                     status="ok",
                     error="",

@@ -1,11 +1,13 @@
-"""The operating point: pixel threshold and image-level "polyp detected" rule, chosen on validation.
+"""The operating point: pixel threshold, small-component filter and image-level "polyp detected" rule,
+chosen on validation; `binary_mask` is the one place a probability map becomes the mask.
 
 The threshold's one configured value is `threshold` in conf/train.yaml: training validates at it and
 stores it in the checkpoint beside mean/std (`checkpoint_threshold` reads it back). bin/evaluate.py
 starts from it, chooses both numbers on the validation split (plus polyp-free validation crops) and
 writes them to `reports/eval/decision.json`; bin/export.py copies them into model.json
 (lib/model_contract.py), and serving, the MLflow pyfunc model, the gates and the benchmarks read
-them from there. Nothing else defines these two numbers.
+them from there. Nothing else defines these numbers, and every mask (evaluation, serving, the pyfunc
+model, batch and video prediction, drift features) comes from `binary_mask`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ class Decision:
     threshold: float  # probability at or above which a pixel is polyp
     min_area_fraction: float  # an image shows a polyp when its predicted share reaches this
     chosen_on: str  # where the numbers come from, e.g. "val (150 images) + val negatives (412)"
+    min_component_ratio: float = 0.0  # drop mask regions smaller than this share of the largest; 0 = off
+
+    def mask(self, prob: np.ndarray) -> np.ndarray:
+        """The binary mask of a probability map at this operating point (`binary_mask`)."""
+        return binary_mask(prob, self.threshold, self.min_component_ratio)
 
 
 def checkpoint_threshold(ckpt: dict) -> float:
@@ -47,6 +54,41 @@ def detected_from_area(area, min_area_fraction: float) -> np.ndarray:
     """
     area = np.asarray(area, dtype=np.float64)
     return (area > 0) & (area >= min_area_fraction)
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (8-connectivity) of a boolean mask and the pixel area of each label (label 0 = background)."""
+    import cv2  # here, not at the top: the rest of this module needs only NumPy
+
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return labels, stats[:, cv2.CC_STAT_AREA]
+
+
+def kept_labels(areas: np.ndarray, min_component_ratio: float) -> np.ndarray:
+    """Which labels survive the filter: regions of at least `min_component_ratio` x the largest region's
+    area (the background, label 0, never). `areas` as `_components` returns them."""
+    keep = np.zeros(len(areas), bool)
+    if len(areas) > 1:
+        keep[1:] = areas[1:] >= min_component_ratio * areas[1:].max()
+    return keep
+
+
+def binary_mask(prob: np.ndarray, threshold: float, min_component_ratio: float = 0.0) -> np.ndarray:
+    """`(H, W)` probabilities -> `(H, W)` bool mask: pixels at or above `threshold`, less the connected
+    regions smaller than `min_component_ratio` times the largest one (0 keeps every region).
+
+    Why the filter: most wrong pixels of a good model are small specks beside the polyp it found, and
+    Dice is averaged per image, so a speck costs a small polyp's image a lot. It is relative to the
+    largest region so that a frame with two polyps of similar size keeps both, and so that the largest
+    region always survives: `polyp_detected` is decided after it, on the same mask.
+    """
+    mask = np.asarray(prob) >= threshold
+    if min_component_ratio <= 0:
+        return mask
+    labels, areas = _components(mask)
+    if len(areas) <= 2:  # background and at most one region: nothing to drop
+        return mask
+    return kept_labels(areas, min_component_ratio)[labels]
 
 
 # model.json files exported before the image-level rule existed have no min_area_fraction: they are
@@ -77,19 +119,35 @@ def load_decision(path: str | Path) -> Decision:
         threshold=float(raw["threshold"]),
         min_area_fraction=float(raw["min_area_fraction"]),
         chosen_on=str(raw.get("chosen_on", "unknown")),
+        # decision.json files written before the filter existed: no filter, as those models were served
+        min_component_ratio=float(raw.get("min_component_ratio", 0.0)),
     )
 
 
-def choose_threshold(dice: np.ndarray, thresholds, prefer: float) -> float:
-    """The threshold with the highest mean per-image Dice; ties go to the one closest to `prefer`
-    (the checkpoint's threshold).
+def operating_points(thresholds, ratios) -> list[tuple[float, float]]:
+    """Every (threshold, min_component_ratio) pair, thresholds outermost: what bin/evaluate.py scans."""
+    return [(float(t), float(r)) for t in thresholds for r in ratios]
 
-    `dice` `(N, T)`: Dice of image n at `thresholds[t]`.
+
+def masks_at_points(prob: np.ndarray, thresholds, ratios):
+    """`binary_mask(prob, t, r)` for each of `operating_points(thresholds, ratios)`, in that order, with one
+    connected-component pass per threshold (an evaluation scans dozens of points per image)."""
+    for t in thresholds:
+        mask = np.asarray(prob) >= t
+        labels, areas = _components(mask) if any(r > 0 for r in ratios) else (None, None)
+        for r in ratios:
+            yield mask if r <= 0 or len(areas) <= 2 else kept_labels(areas, r)[labels]
+
+
+def choose_point(dice: np.ndarray, points, prefer: float) -> tuple[float, float]:
+    """The (threshold, min_component_ratio) point with the highest mean per-image Dice; ties go to the
+    threshold closest to `prefer` (the checkpoint's), then to the weaker filter.
+
+    `dice` `(N, P)`: Dice of image n at `points[p]`.
     """
-    thresholds = np.asarray(thresholds, dtype=np.float64)
     mean = np.asarray(dice, dtype=np.float64).mean(axis=0)
     best = np.flatnonzero(np.isclose(mean, mean.max(), rtol=0, atol=1e-12))
-    return float(thresholds[best[np.argmin(np.abs(thresholds[best] - prefer))]])
+    return min((points[i] for i in best), key=lambda p: (abs(p[0] - prefer), p[1]))
 
 
 def image_level(pos_areas, neg_areas, min_area_fraction: float) -> dict:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from lib.decision import count_components
+from lib.decision import binary_mask, count_components
 from lib.image_features import FEATURE_NAMES, image_features
 from lib.inference import predict_probability
 from lib.io import DecodeError, decode_image, read_json, sha256_file
@@ -48,11 +48,12 @@ class DriftInputError(ValueError):
     """Input the report cannot be made from: too few images, a reference from another model, ..."""
 
 
-def model_features(prob: np.ndarray, threshold: float) -> dict[str, float]:
-    """MODEL_FEATURE_NAMES of one `(H, W) float32` probability map; the mask is `prob >= threshold`."""
+def model_features(prob: np.ndarray, threshold: float, min_component_ratio: float = 0.0) -> dict[str, float]:
+    """MODEL_FEATURE_NAMES of one `(H, W) float32` probability map; the mask is /predict's,
+    `binary_mask(prob, threshold, min_component_ratio)` (lib/decision.py)."""
     if prob.ndim != 2 or prob.size == 0:
         raise ValueError(f"expected an (H, W) probability map, got shape {prob.shape}")
-    mask = (prob >= threshold).astype(np.uint8)
+    mask = binary_mask(prob, threshold, min_component_ratio).astype(np.uint8)
     uncertain = (prob >= UNCERTAIN_LOW) & (prob <= UNCERTAIN_HIGH)
     return {
         "predicted_polyp_share": float(mask.mean()),
@@ -94,7 +95,10 @@ def feature_row(data: bytes, model: DriftModel) -> dict[str, float]:
     """FEATURE_COLUMNS of one encoded image; raises lib.io.DecodeError when it cannot be decoded."""
     rgb = decode_image(data)
     prob = model.predict(rgb)
-    return {**image_features(rgb, len(data)), **model_features(prob, model.meta.threshold)}
+    return {
+        **image_features(rgb, len(data)),
+        **model_features(prob, model.meta.threshold, model.meta.min_component_ratio),
+    }
 
 
 def feature_table(images: list[tuple[str, Path]], model: DriftModel) -> tuple[pd.DataFrame, list[str]]:

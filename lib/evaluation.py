@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +18,14 @@ from lib.corruptions import SEVERITIES, corrupt
 from lib.decision import (
     Decision,
     choose_min_area,
-    choose_threshold,
+    choose_point,
     image_level,
     load_decision,
+    masks_at_points,
     min_area_candidates,
 )
 from lib.io import read_image, read_mask, write_image, write_json
-from lib.metrics import (
-    count_metrics,
-    image_metrics,
-    pr_curve,
-    summarise,
-    threshold_confusions,
-    threshold_histograms,
-)
+from lib.metrics import confusion, count_metrics, pr_curve, summarise, threshold_histograms
 from lib.negatives import crop_negatives, false_alarm_summary
 from lib.overlay import caption, draw_overlay, montage
 from lib.plots import dice_histogram_png, pr_curve_png, reliability_png
@@ -39,18 +33,19 @@ from lib.plots import dice_histogram_png, pr_curve_png, reliability_png
 
 @dataclass
 class Scan:
-    """What one pass over a split leaves: per-image counts at each candidate threshold, and split sums."""
+    """What one pass over a split leaves: per-image counts at each candidate operating point
+    (threshold, min_component_ratio: lib.decision.operating_points), and split sums."""
 
     stems: list[str]
-    counts: list[np.ndarray] = field(default_factory=list)  # per image (T, 4): tp, fp, fn, tn
+    counts: list[np.ndarray] = field(default_factory=list)  # per image (P, 4): tp, fp, fn, tn
     shapes: list[tuple[int, int]] = field(default_factory=list)  # per image (H, W)
     crops: list[tuple[str, int]] = field(default_factory=list)  # (stem, index) of each negative crop
-    crop_areas: list[np.ndarray] = field(default_factory=list)  # per crop (T,): predicted area share
+    crop_areas: list[np.ndarray] = field(default_factory=list)  # per crop (P,): predicted area share
     pr: tuple[np.ndarray, np.ndarray] | None = None  # summed threshold_histograms
     calibration: np.ndarray | None = None  # summed calibration_bins
 
     def areas(self, k: int) -> np.ndarray:
-        """Predicted polyp share of each image at threshold index k."""
+        """Predicted polyp share of each image at operating point k."""
         return np.array([(c[k, 0] + c[k, 1]) / c[k].sum() for c in self.counts])
 
     def negative_areas(self, k: int) -> np.ndarray:
@@ -62,20 +57,27 @@ class Scan:
         return self.areas(k)[[c[0, 0] + c[0, 2] > 0 for c in self.counts]]
 
     def dice(self, k: int | None = None) -> np.ndarray:
-        """Per-image Dice at threshold index k, or `(N, T)` at every threshold."""
+        """Per-image Dice at operating point k, or `(N, P)` at every point."""
         dice = np.array([[count_metrics(*row)["dice"] for row in c] for c in self.counts])
         return dice if k is None else dice[:, k]
 
 
-def scan_split(name, stems, images, masks, predict, thresholds, cfg, crop_size: int | None) -> Scan:
-    """Predict every image once (and its negative crops when `crop_size` is given)."""
+def point_confusions(prob: np.ndarray, target: np.ndarray, thresholds, ratios) -> np.ndarray:
+    """(tp, fp, fn, tn) of one image at each of `operating_points(thresholds, ratios)`: `(P, 4) int64`,
+    each row exactly what `confusion(binary_mask(prob, t, r), target)` counts."""
+    return np.array([confusion(m, target) for m in masks_at_points(prob, thresholds, ratios)], np.int64)
+
+
+def scan_split(name, stems, images, masks, predict, grid, cfg, crop_size: int | None) -> Scan:
+    """Predict every image once (and its negative crops when `crop_size` is given); `grid` is the
+    (thresholds, ratios) pair whose operating points are counted."""
     scan, start = Scan(stems), time.time()
     pos, neg = np.zeros(cfg.pr_bins, np.int64), np.zeros(cfg.pr_bins, np.int64)
     calibration = np.zeros((cfg.calibration_bins, 3))
     for i, stem in enumerate(stems, 1):
         rgb, gt = read_image(images[stem]), read_mask(masks[stem])
         prob = predict(rgb)
-        scan.counts.append(threshold_confusions(prob, gt, thresholds))
+        scan.counts.append(point_confusions(prob, gt, *grid))
         scan.shapes.append(gt.shape)
         p, n = threshold_histograms(prob, gt, cfg.pr_bins)
         pos, neg = pos + p, neg + n
@@ -84,7 +86,7 @@ def scan_split(name, stems, images, masks, predict, thresholds, cfg, crop_size: 
         for j, crop in enumerate(crops):
             crop_prob = predict(crop)
             scan.crops.append((stem, j))
-            scan.crop_areas.append(np.array([np.mean(crop_prob >= t) for t in thresholds]))
+            scan.crop_areas.append(np.array([np.mean(m) for m in masks_at_points(crop_prob, *grid)]))
         if i % 25 == 0 or i == len(stems):
             print(
                 f"evaluate[{name}]: {i}/{len(stems)} images, {len(scan.crops)} negative crops, "
@@ -95,30 +97,47 @@ def scan_split(name, stems, images, masks, predict, thresholds, cfg, crop_size: 
     return scan
 
 
-def decide(cfg, scan: Scan, thresholds: list[float], trained: float) -> Decision:
-    """Threshold (best mean Dice, ties to the checkpoint's `trained`) and min area (best balanced
-    accuracy) on the choose_on scan; a min area given in the config is kept."""
-    threshold = choose_threshold(scan.dice(), thresholds, trained) if cfg.threshold == "auto" else trained
-    k = thresholds.index(threshold)
+def decide(cfg, scan: Scan, points: list[tuple[float, float]], trained: float) -> Decision:
+    """Threshold and small-component filter (best mean Dice over `points`, ties to the checkpoint's
+    threshold `trained`), then min area (best balanced accuracy) on the choose_on scan; a min area given
+    in the config is kept. `points` are the scan's (threshold, min_component_ratio) candidates."""
+    keep = [i for i, (t, _) in enumerate(points) if cfg.threshold == "auto" or t == trained]
+    threshold, ratio = choose_point(scan.dice()[:, keep], [points[i] for i in keep], trained)
+    k = points.index((threshold, ratio))  # "checkpoint" above: only the filter is still chosen
     where = f"{cfg.choose_on} ({len(scan.stems)} images"
     if cfg.min_area_fraction != "auto":
-        return Decision(threshold, cfg.min_area_fraction, f"{where}; min area from the config)")
+        return Decision(threshold, cfg.min_area_fraction, f"{where}; min area from the config)", ratio)
     negatives = scan.negative_areas(k)
     if negatives.size == 0:  # nothing polyp-free to weigh false alarms against: any pixel counts
-        return Decision(threshold, 0.0, f"{where}; no negatives, so min area 0)")
+        return Decision(threshold, 0.0, f"{where}; no negatives, so min area 0)", ratio)
     min_area = choose_min_area(scan.positive_areas(k), negatives, min_area_candidates())
-    return Decision(threshold, min_area, f"{where} + {len(scan.crop_areas)} negative crops)")
+    return Decision(threshold, min_area, f"{where} + {len(scan.crop_areas)} negative crops)", ratio)
+
+
+def write_operating_points(
+    path: Path, points: list[tuple[float, float]], scan: Scan, decision: Decision
+) -> None:
+    """The choice laid open: mean Dice of the choose_on scan at every candidate point, the chosen marked."""
+    means = scan.dice().mean(axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["threshold", "min_component_ratio", "dice_mean", "chosen"])
+        for (t, r), mean in zip(points, means, strict=True):
+            chosen = (t, r) == (decision.threshold, decision.min_component_ratio)
+            writer.writerow([t, r, round(float(mean), 6), int(chosen)])
 
 
 def decision_for_data(cfg, conf: str, trained: float) -> Decision:
     """--data has no validation split: reuse the main run's decision.json, else the checkpoint's
-    threshold `trained` and the config's min area."""
+    threshold `trained` and the config's min area and component filter (0, off, for `auto`)."""
     path = Path(cfg.out_dir) / "decision.json"
     if path.exists():
         decision = load_decision(path)
-        return Decision(decision.threshold, decision.min_area_fraction, f"{decision.chosen_on}, via {path}")
+        return replace(decision, chosen_on=f"{decision.chosen_on}, via {path}")
     min_area = 0.0 if cfg.min_area_fraction == "auto" else cfg.min_area_fraction
-    return Decision(trained, min_area, f"checkpoint threshold and {conf}, as {path} does not exist")
+    ratio = 0.0 if cfg.min_component_ratio == "auto" else cfg.min_component_ratio
+    return Decision(trained, min_area, f"checkpoint threshold and {conf}, as {path} does not exist", ratio)
 
 
 def write_split(name, scan: Scan, k: int, decision, images, masks, predict, cfg, out: Path, provenance):
@@ -132,6 +151,7 @@ def write_split(name, scan: Scan, k: int, decision, images, masks, predict, cfg,
     metrics = {
         **summarise(rows),
         "threshold": decision.threshold,
+        "min_component_ratio": decision.min_component_ratio,
         "average_precision": curve["average_precision"],
         "ece": calibration["ece"],
         "calibration_bins": cfg.calibration_bins,
@@ -163,7 +183,7 @@ def write_split(name, scan: Scan, k: int, decision, images, masks, predict, cfg,
         for j in idx:
             stem = rows[j]["stem"]
             rgb = read_image(images[stem])
-            pred = predict(rgb) >= decision.threshold
+            pred = decision.mask(predict(rgb))
             label = f"{kind} {stem[:12]} dice {rows[j]['dice']:.3f}"
             tile = caption(draw_overlay(rgb, pred, read_mask(masks[stem])), label)
             write_image(out / "overlays" / f"{kind}_{stem}.png", tile)
@@ -188,7 +208,7 @@ def write_negatives(scans: dict, k: int, decision, images, masks, predict, cfg, 
         stem, index = scans[report].crops[j]
         rgb, gt = read_image(images[stem]), read_mask(masks[stem])
         crop = crop_negatives(rgb, gt, cfg.negatives.crops, cfg.seed, stem, size)[index]
-        pred = predict(crop) >= decision.threshold
+        pred = decision.mask(predict(crop))
         tiles.append(caption(draw_overlay(crop, pred), f"{stem[:12]} area {areas[j]:.3f}"))
     if tiles:  # frames too small or too dark for any crop leave none
         write_image(out / "montage.png", montage(tiles, columns=4))
@@ -196,6 +216,7 @@ def write_negatives(scans: dict, k: int, decision, images, masks, predict, cfg, 
         **splits[report],
         "split": report,
         "threshold": decision.threshold,
+        "min_component_ratio": decision.min_component_ratio,
         "min_area_fraction": decision.min_area_fraction,
         "splits": splits,
     }
@@ -213,7 +234,7 @@ def run_robustness(stems, clean_dice, images, masks, predict, decision, cfg) -> 
         rgb, gt = read_image(images[stem]), read_mask(masks[stem])
         for c, s in pairs:
             image, target = corrupt(rgb, gt, c, s, cfg.seed, stem)
-            dice[(c, s)].append(image_metrics(predict(image), target, decision.threshold)["dice"])
+            dice[(c, s)].append(count_metrics(*confusion(decision.mask(predict(image)), target))["dice"])
         if i % 10 == 0 or i == len(stems):
             eta = (time.time() - start) / i * (len(stems) - i)
             print(f"evaluate[robustness]: {i}/{len(stems)} images x {len(pairs)} corruptions, eta {eta:.0f}s")
@@ -227,6 +248,7 @@ def run_robustness(stems, clean_dice, images, masks, predict, decision, cfg) -> 
         "split": rc.split,
         "n_images": len(stems),
         "threshold": decision.threshold,
+        "min_component_ratio": decision.min_component_ratio,
         "seed": cfg.seed,
         "dice_clean": clean,
         "mean_dice_drop": float(np.mean(list(drops.values()))),

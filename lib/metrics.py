@@ -145,24 +145,6 @@ def pr_curve(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict:
     }
 
 
-def threshold_confusions(prob: np.ndarray, target: np.ndarray, thresholds) -> np.ndarray:
-    """(tp, fp, fn, tn) of one image at each threshold, in one pass: `(T, 4) int64`.
-
-    `prob` `(H, W)` float in [0, 1], `target` `(H, W)` bool or {0, 1}; row k counts
-    `prob >= thresholds[k]` as foreground, exactly as `image_metrics` does.
-    """
-    if prob.shape != target.shape:
-        raise ValueError(f"prob {prob.shape} and target {target.shape} differ in shape")
-    t = np.asarray(target, dtype=bool)
-    on_target, off_target = prob[t], prob[~t]
-    out = np.empty((len(thresholds), 4), np.int64)
-    for k, threshold in enumerate(thresholds):
-        tp = int(np.count_nonzero(on_target >= threshold))
-        fp = int(np.count_nonzero(off_target >= threshold))
-        out[k] = (tp, fp, on_target.size - tp, off_target.size - fp)
-    return out
-
-
 def count_metrics(tp: int, fp: int, fn: int, tn: int) -> dict:
     """The `image_metrics` dict from confusion counts already taken."""
     tp, fp, fn, tn = int(tp), int(fp), int(fn), int(tn)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from lib.decision import LEGACY_MIN_AREA
+from lib.decision import LEGACY_MIN_AREA, binary_mask
 from lib.io import write_json
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -57,6 +57,14 @@ class ModelMeta:
     precision: str = "fp32"  # fp32, or int8 (bin/quantize.py's quantized variant)
     fp32_sha256: str | None = None  # int8 only: sha256 of the fp32 graph it was quantized from
     quantization: dict | None = None  # int8 only: the quantization settings
+    # Mask regions smaller than this share of the largest are dropped (lib/decision.py binary_mask),
+    # chosen on validation with the threshold; 0 (off) for model.json files written before it existed.
+    min_component_ratio: float = 0.0
+
+    def mask(self, prob, threshold: float | None = None):
+        """The served `(H, W)` bool mask of a probability map: lib.decision.binary_mask at this model's
+        threshold (or a client's `threshold`) with this model's component filter."""
+        return binary_mask(prob, self.threshold if threshold is None else threshold, self.min_component_ratio)
 
 
 def _number(value: Any) -> bool:
@@ -110,6 +118,7 @@ _OPTIONAL = {
         "64 lowercase hex digits or null",
     ),
     "quantization": (lambda v: isinstance(v, dict), "an object or null"),
+    "min_component_ratio": (lambda v: _number(v) and 0.0 <= v <= 1.0, "a number in [0, 1] or null"),
 }
 
 
@@ -154,7 +163,7 @@ def meta_from_dict(raw: Any, where: str = "model.json", source: str = "") -> Mod
         values.setdefault("decision_chosen_on", "unknown")
     for key in ("mean", "std"):
         values[key] = tuple(float(v) for v in values[key])
-    for key in ("threshold", "min_area_fraction", "val_dice"):
+    for key in ("threshold", "min_area_fraction", "val_dice", "min_component_ratio"):
         if key in values:
             values[key] = float(values[key])
     return ModelMeta(**values)

@@ -94,7 +94,8 @@ def model_metadata(ckpt: dict, opset: int, decision: Decision, onnx_sha256: str)
     """The contract written as `model.json` beside `model.onnx`: everything a server needs besides the graph.
 
     `decision` is the operating point bin/evaluate.py chose on validation (lib/decision.py); serving
-    and the pyfunc read the threshold and the image-level rule from here and nowhere else.
+    and the pyfunc read the threshold, the component filter and the image-level rule from here and
+    nowhere else.
     """
     meta = ckpt["metadata"]
     return ModelMeta(
@@ -106,6 +107,7 @@ def model_metadata(ckpt: dict, opset: int, decision: Decision, onnx_sha256: str)
         threshold=float(decision.threshold),
         min_area_fraction=float(decision.min_area_fraction),
         decision_chosen_on=decision.chosen_on,
+        min_component_ratio=float(decision.min_component_ratio),
         model_version=meta["model_version"],
         git_sha=meta["git_sha"],
         data_rev=meta["data_rev"],

@@ -41,8 +41,8 @@ def encode_png(mask: np.ndarray) -> bytes:
 
 
 def predict_masks(run_model, images: list[str], meta: ModelMeta, threshold: float) -> pd.DataFrame:
-    """Base64 images -> the output DataFrame (one row per image), masks at `threshold` and
-    `polyp_detected` by model.json's `min_area_fraction` (lib.decision)."""
+    """Base64 images -> the output DataFrame (one row per image), masks at `threshold` with model.json's
+    component filter, and `polyp_detected` by its `min_area_fraction` (lib.decision)."""
     rows = []
     for i, b64 in enumerate(images):
         try:
@@ -50,7 +50,7 @@ def predict_masks(run_model, images: list[str], meta: ModelMeta, threshold: floa
         except ValueError as exc:  # binascii.Error and DecodeError are both ValueErrors
             raise ValueError(f"row {i}: 'image' is not a base64 JPEG/PNG: {exc}") from None
         prob = predict_probability(run_model, rgb, meta.input_size, meta.mean, meta.std)
-        mask = (prob >= threshold).astype(np.uint8)
+        mask = meta.mask(prob, threshold).astype(np.uint8)
         rows.append(
             {
                 "mask_png": base64.b64encode(encode_png(mask * 255)).decode("ascii"),

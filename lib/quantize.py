@@ -125,14 +125,15 @@ def mean_dice(run_model, stems: list[str], images_dir: str, masks_dir: str, meta
     """Mean per-image Dice at the original size, as bin/evaluate.py computes it (the INT8 yardstick)."""
     from lib.inference import predict_probability
     from lib.io import read_image, read_mask
-    from lib.metrics import image_metrics
+    from lib.metrics import confusion, count_metrics
 
     scores = []
     for s in stems:
         prob = predict_probability(
             run_model, read_image(Path(images_dir) / f"{s}.jpg"), meta.input_size, meta.mean, meta.std
         )
-        scores.append(image_metrics(prob, read_mask(Path(masks_dir) / f"{s}.jpg"), meta.threshold)["dice"])
+        mask = meta.mask(prob)  # the served mask: threshold and component filter of model.json
+        scores.append(count_metrics(*confusion(mask, read_mask(Path(masks_dir) / f"{s}.jpg")))["dice"])
     return float(np.mean(scores))
 
 

@@ -2,8 +2,9 @@
 
 Conventions (see docs/packaging.md):
 - a run that holds exported models carries tags `pyfunc_model_uri` and `onnx_model_uri`
-  (`models:/<model_id>`) and `onnx_sha256`;
-- registered versions carry provenance tags (run_id, git_sha, data_rev, val_dice, onnx_sha256), the
+  (`models:/<model_id>`), `onnx_sha256` and `model_json_sha256` (the operating point served with it);
+- registered versions carry provenance tags (run_id, git_sha, data_rev, val_dice, onnx_sha256,
+  model_json_sha256), the
   run's evaluation metrics at registration (EVALUATION_TAGS, when bin/evaluate.py logged them) and
   one `audit.NNN` tag per transition (a JSON line: event, by, at, details);
 - aliases `staging` and `production`; the registered model's tag `production_history` lists the
@@ -19,6 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 PYFUNC_TAG, ONNX_TAG, SHA_TAG = "pyfunc_model_uri", "onnx_model_uri", "onnx_sha256"
+# model.json's sha256: the same weights with another operating point (threshold, component filter, min
+# area) serve other masks, so they are another version.
+JSON_SHA_TAG = "model_json_sha256"
 HISTORY_TAG = "production_history"
 STAGING, PRODUCTION = "staging", "production"
 # bin/evaluate.py's run metrics copied onto a new version: it keeps the numbers it was registered with
@@ -94,6 +98,7 @@ def log_exported_models(
     import onnx
 
     from lib import pyfunc_model
+    from lib.io import sha256_file
     from lib.model_contract import read_model_json
     from lib.pyfunc_model import example_frame, onnx_signature, pyfunc_signature
 
@@ -125,6 +130,7 @@ def log_exported_models(
             ONNX_TAG: onnx_info.model_uri,
             PYFUNC_TAG: pyfunc_info.model_uri,
             SHA_TAG: meta.sha256,
+            JSON_SHA_TAG: sha256_file(json_path),
         }
         mlflow.set_tags(uris)
         mlflow.log_artifact(str(json_path), artifact_path="export")
@@ -153,11 +159,16 @@ def register_run(c, name: str, run, by: str) -> tuple[object, bool]:
     """(model version, reused): register the run's pyfunc model, or reuse the version made from it.
 
     A version is reused when it came from the same run and either the same logged model or an
-    ONNX file with the same SHA-256 (a re-export of identical weights).
+    ONNX file and a model.json with the same SHA-256s (a re-export of identical weights at the same
+    operating point). A new operating point for the same weights is a new version.
     """
     from mlflow.exceptions import MlflowException
 
-    uri, sha = run.data.tags[PYFUNC_TAG], run.data.tags.get(SHA_TAG, "")
+    uri, sha, json_sha = (
+        run.data.tags[PYFUNC_TAG],
+        run.data.tags.get(SHA_TAG, ""),
+        run.data.tags.get(JSON_SHA_TAG, ""),
+    )
     try:
         c.get_registered_model(name)
     except MlflowException:
@@ -165,9 +176,12 @@ def register_run(c, name: str, run, by: str) -> tuple[object, bool]:
             name, description="Kvasir-SEG polyp U-Net (ONNX pyfunc). NOT FOR CLINICAL USE."
         )
     for mv in c.search_model_versions(f"name='{name}' and run_id='{run.info.run_id}'"):
-        if mv.source == uri or (sha and mv.tags.get(SHA_TAG) == sha):
+        same_files = sha and json_sha and (mv.tags.get(SHA_TAG), mv.tags.get(JSON_SHA_TAG)) == (sha, json_sha)
+        if mv.source == uri or same_files:
             return mv, True
-    tags = {k: run.data.tags.get(k, "") for k in ("git_sha", "data_rev", "model_version", SHA_TAG)}
+    tags = {
+        k: run.data.tags.get(k, "") for k in ("git_sha", "data_rev", "model_version", SHA_TAG, JSON_SHA_TAG)
+    }
     tags.update(run_id=run.info.run_id, val_dice=str(run.data.metrics.get("best_val_dice", "")))
     tags.update({k: str(run.data.metrics[k]) for k in EVALUATION_TAGS if k in run.data.metrics})
     model_id = uri.removeprefix("models:/")

@@ -109,7 +109,7 @@ class FrameSegmenter:
         if self.alpha < 1.0:
             self._ema = prob if self._ema is None else self.alpha * prob + (1 - self.alpha) * self._ema
             prob = self._ema
-        return (restore_mask(prob, geometry) >= m.threshold).astype(np.uint8)  # as /predict does
+        return m.mask(restore_mask(prob, geometry)).astype(np.uint8)  # as /predict does
 
 
 def run_pipeline(

@@ -136,17 +136,13 @@ class PredictResource:
         self.metrics.images.labels(meta.version).inc()
 
         t1 = time.perf_counter()
-        mask = (result.prob >= threshold).astype(np.uint8)
+        mask = meta.mask(result.prob, threshold).astype(np.uint8)  # lib.decision.binary_mask
         fraction = round(float(mask.mean()), 6)
         # The image-level rule chosen on validation, applied to the mask actually returned.
         detected = polyp_detected(mask, meta.min_area_fraction)
         # Online drift watches the model, not the client's threshold: the share at the model's own
         # threshold, as in the validation baseline (serve/monitoring/rules/polypseg.yml).
-        share = (
-            float(mask.mean())
-            if threshold == meta.threshold
-            else float((result.prob >= meta.threshold).mean())
-        )
+        share = float(mask.mean()) if threshold == meta.threshold else float(meta.mask(result.prob).mean())
         self.metrics.predicted_polyp_share.labels(meta.version).observe(share)
         mask_png = encode_png(mask * 255) if mask_format == "png" or self.shadow else b""
         if mask_format == "prob":
@@ -161,6 +157,7 @@ class PredictResource:
             "polyp_fraction": fraction,
             "polyp_detected": detected,
             "min_area_fraction": meta.min_area_fraction,
+            "min_component_ratio": meta.min_component_ratio,
             "threshold": threshold,
             "latency_ms": latency_ms,
             "model_version": meta.version,

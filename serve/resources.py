@@ -56,6 +56,7 @@ class VersionResource:
                 "input_size": m.input_size,
                 "threshold": m.threshold,
                 "min_area_fraction": m.min_area_fraction,
+                "min_component_ratio": m.min_component_ratio,
                 "decision_chosen_on": m.decision_chosen_on,
                 "source": public_error(m.source),
             }
@@ -136,6 +137,7 @@ class ModelMetadataResource:
                 "std": list(m.std),
                 "threshold": m.threshold,
                 "min_area_fraction": m.min_area_fraction,
+                "min_component_ratio": m.min_component_ratio,
                 "decision_chosen_on": m.decision_chosen_on,
                 "model_version": m.version,
                 "artifact_version": m.artifact_version,

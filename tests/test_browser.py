@@ -88,3 +88,31 @@ def test_demo_page_overlays_mask_and_slider_redraws_without_upload(browser, tmp_
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         assert not errors, errors
+
+
+def test_the_demo_draws_the_served_mask_small_regions_dropped_as_model_json_says(browser, tmp_path):
+    # A 64x64 PNG the tiny model reads as a 20x20 polyp and a 2x2 speck; model.json drops regions under
+    # 10 % of the largest, so the server's mask and the demo's overlay both hold the polyp alone.
+    import cv2
+    import numpy as np
+
+    from lib.decision import Decision
+
+    bgr = np.zeros((64, 64, 3), np.uint8)
+    bgr[..., 1] = 200
+    bgr[5:25, 5:25] = (0, 0, 255)
+    bgr[50:52, 50:52] = (0, 0, 255)
+    image_path = tmp_path / "speck.png"
+    cv2.imwrite(str(image_path), bgr)
+    decision = Decision(0.5, 0.0, "test", min_component_ratio=0.1)
+    model_path = write_tiny_model(tmp_path / "model", size=64, decision=decision)
+    with Gunicorn(model_path, workers=1) as server:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(f"http://127.0.0.1:{server.port}/")
+        page.set_input_files("#file", str(image_path))
+        page.wait_for_selector("#overlay[data-ready='1']", timeout=15_000)
+        assert page.evaluate(COUNT_OVERLAY_PIXELS) == 400  # the speck's 4 pixels are not drawn
+        assert page.locator("#overlay").get_attribute("data-mask-pixels") == "400"
+        assert not errors, errors

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from lib.decision import Decision, min_area_candidates, save_decision
-from lib.evaluation import Scan, decide, decision_for_data
+from lib.evaluation import Scan, decide, decision_for_data, write_operating_points
 from lib.tracking import log_to_run
 
-THRESHOLDS = [0.4, 0.5]
+POINTS = [(0.4, 0.0), (0.5, 0.0)]  # (threshold, min_component_ratio)
 
 
 def scan() -> Scan:
@@ -33,7 +33,7 @@ def test_scan_areas_split_into_positives_and_negatives():
 
 def test_decide_picks_the_best_threshold_and_a_separating_min_area():
     cfg = SimpleNamespace(threshold="auto", choose_on="val", min_area_fraction="auto")
-    decision = decide(cfg, scan(), THRESHOLDS, trained=0.4)
+    decision = decide(cfg, scan(), POINTS, trained=0.4)
     assert decision.threshold == 0.5  # mean Dice 1 against 0.94 at 0.4
     # the smallest candidate above the crop's 3 % that still counts the polyp's 20 %
     assert decision.min_area_fraction == min(c for c in min_area_candidates() if 0.03 < c <= 0.2)
@@ -42,21 +42,54 @@ def test_decide_picks_the_best_threshold_and_a_separating_min_area():
 
 def test_decide_keeps_the_checkpoint_threshold_and_a_configured_min_area():
     cfg = SimpleNamespace(threshold="checkpoint", choose_on="val", min_area_fraction=0.01)
-    assert decide(cfg, scan(), THRESHOLDS, trained=0.4) == Decision(
+    assert decide(cfg, scan(), POINTS, trained=0.4) == Decision(
         0.4, 0.01, "val (2 images; min area from the config)"
     )
     no_negatives = Scan(["a"], [np.array([[20, 5, 0, 75], [20, 0, 0, 80]])])
     cfg = SimpleNamespace(threshold="auto", choose_on="val", min_area_fraction="auto")
-    assert decide(cfg, no_negatives, THRESHOLDS, trained=0.4).min_area_fraction == 0.0
+    assert decide(cfg, no_negatives, POINTS, trained=0.4).min_area_fraction == 0.0
+
+
+def test_decide_chooses_threshold_and_filter_together_and_reads_areas_at_that_point():
+    # Counts at (0.4, 0), (0.4, 0.3), (0.5, 0), (0.5, 0.3): the filter at 0.4 removes the polyp image's
+    # speck (fp 5 -> 0) and most of the empty frame's false alarm.
+    polyp = np.array([[20, 5, 0, 75], [20, 0, 0, 80], [18, 3, 2, 77], [18, 0, 2, 80]])
+    empty = np.array([[0, 10, 0, 90], [0, 6, 0, 94], [0, 10, 0, 90], [0, 6, 0, 94]])
+    s = Scan(["a", "b"], [polyp, empty], [(10, 10)] * 2, [("b", 0)], [np.array([0.05, 0.04, 0.03, 0.02])])
+    points = [(0.4, 0.0), (0.4, 0.3), (0.5, 0.0), (0.5, 0.3)]
+    cfg = SimpleNamespace(threshold="auto", choose_on="val", min_area_fraction="auto")
+    decision = decide(cfg, s, points, trained=0.5)
+    assert (decision.threshold, decision.min_component_ratio) == (0.4, 0.3)
+    # min area separates the polyp's 20 % from the negatives' 6 % and 4 % at that point, not at another
+    assert 0.06 < decision.min_area_fraction <= 0.2
+    cfg = SimpleNamespace(threshold="checkpoint", choose_on="val", min_area_fraction=0.01)
+    assert (
+        decide(cfg, s, points, trained=0.5).threshold,
+        decide(cfg, s, points, trained=0.5).min_component_ratio,
+    ) == (0.5, 0.3)
+
+
+def test_every_point_tried_is_written_with_its_mean_dice_and_the_choice_marked(tmp_path):
+    import csv
+
+    cfg = SimpleNamespace(threshold="auto", choose_on="val", min_area_fraction="auto")
+    decision = decide(cfg, scan(), POINTS, trained=0.4)
+    write_operating_points(tmp_path / "points.csv", POINTS, scan(), decision)
+    rows = list(csv.DictReader(open(tmp_path / "points.csv")))
+    assert [(float(r["threshold"]), float(r["min_component_ratio"])) for r in rows] == POINTS
+    assert float(rows[1]["dice_mean"]) == 1.0 and float(rows[0]["dice_mean"]) == pytest.approx((40 / 45) / 2)
+    assert [r["chosen"] for r in rows] == ["0", "1"]
 
 
 def test_another_centre_reuses_the_main_decision_else_the_checkpoint(tmp_path):
-    cfg = SimpleNamespace(out_dir=str(tmp_path), min_area_fraction="auto")
+    cfg = SimpleNamespace(out_dir=str(tmp_path), min_area_fraction="auto", min_component_ratio="auto")
     fallback = decision_for_data(cfg, "conf/evaluate.yaml", trained=0.45)
-    assert (fallback.threshold, fallback.min_area_fraction) == (0.45, 0.0)
-    save_decision(tmp_path / "decision.json", Decision(0.6, 0.02, "val (150 images)"))
+    assert (fallback.threshold, fallback.min_area_fraction, fallback.min_component_ratio) == (0.45, 0.0, 0.0)
+    fixed = SimpleNamespace(out_dir=str(tmp_path), min_area_fraction=0.01, min_component_ratio=0.2)
+    assert decision_for_data(fixed, "c.yaml", trained=0.45).min_component_ratio == 0.2
+    save_decision(tmp_path / "decision.json", Decision(0.6, 0.02, "val (150 images)", 0.3))
     reused = decision_for_data(cfg, "conf/evaluate.yaml", trained=0.45)
-    assert (reused.threshold, reused.min_area_fraction) == (0.6, 0.02)
+    assert (reused.threshold, reused.min_area_fraction, reused.min_component_ratio) == (0.6, 0.02, 0.3)
     assert reused.chosen_on == f"val (150 images), via {tmp_path / 'decision.json'}"
 
 

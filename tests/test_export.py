@@ -41,7 +41,9 @@ REQUIRED_KEYS = {
     "data_rev",
     "opset",
 }
-DECISION = Decision(threshold=0.4, min_area_fraction=0.02, chosen_on="val (5 images)")
+DECISION = Decision(
+    threshold=0.4, min_area_fraction=0.02, chosen_on="val (5 images)", min_component_ratio=0.3
+)
 
 
 def save_tiny_checkpoint(path: Path, run_id: str = "0" * 32, size: int = 64, val_dice: float = 0.5) -> Path:
@@ -134,6 +136,7 @@ def test_model_metadata_carries_every_required_key():
         0.02,
         "val (5 images)",
     )
+    assert meta["min_component_ratio"] == 0.3  # the served mask's filter, chosen with the threshold
     assert json.loads(json.dumps(meta)) == meta  # plain JSON (no NaN, no numpy types)
 
 
@@ -176,7 +179,8 @@ def test_cli_exports_checks_parity_and_logs_loadable_models_into_the_training_ru
     assert REQUIRED_KEYS <= set(meta) and meta["opset"] >= 18 and meta["run_id"] == run.info.run_id
     models = tmp_path / "models"
     assert read_model_json(models / "model.json").sha256 == sha256_file(models / "model.onnx")  # the contract
-    assert (meta["threshold"], meta["min_area_fraction"]) == (0.4, 0.02)  # from decision.json, nowhere else
+    # the operating point comes from decision.json, nowhere else
+    assert (meta["threshold"], meta["min_area_fraction"], meta["min_component_ratio"]) == (0.4, 0.02, 0.3)
     assert (tmp_path / "models/model.onnx").is_file() and (tmp_path / "models/export_config.yaml").is_file()
 
     logged = json.loads((tmp_path / "mlflow.json").read_text())

@@ -43,7 +43,7 @@ META = ModelMeta(
 # The keys bin/export.py has written since the image-level rule (reports/ and old files use them).
 EXPORT_KEYS = (
     "input_size input_name output_name mean std threshold min_area_fraction decision_chosen_on model_version "
-    "git_sha data_rev opset run_id git_dirty val_dice epoch encoder precision sha256"
+    "git_sha data_rev opset run_id git_dirty val_dice epoch encoder precision sha256 min_component_ratio"
 ).split()
 
 
@@ -64,7 +64,7 @@ def test_writer_then_reader_round_trips(tmp_path):
 def test_the_file_keeps_the_existing_key_names(tmp_path):
     raw = json.loads(write_model_json(tmp_path / "model.json", META).read_text())
     assert raw["mean"] == [0.485, 0.456, 0.406] and raw["sha256"] == "a" * 64
-    assert set(raw) == set(EXPORT_KEYS)  # the names model.json has always had
+    assert set(raw) == set(EXPORT_KEYS)  # the names model.json has always had, and the component filter
     assert "fp32_sha256" not in raw and "quantization" not in raw  # optional fields that are None
 
 
@@ -91,6 +91,8 @@ def test_a_model_json_without_a_required_field_is_refused_naming_it(tmp_path, ke
         ("sha256", "abc"),
         ("precision", "fp16"),
         ("val_dice", "high"),
+        ("min_component_ratio", 1.5),
+        ("min_component_ratio", "0.2"),
     ],
 )
 def test_a_malformed_field_is_refused_naming_it(tmp_path, key, value):
@@ -128,3 +130,9 @@ def test_legacy_model_json_without_min_area_fraction_loads_with_one_warning(tmp_
 @pytest.mark.skipif(not (ROOT / "models/model.json").is_file(), reason="needs the export stage's model.json")
 def test_the_pipelines_own_model_json_reads():
     assert read_model_json(ROOT / "models/model.json").precision == "fp32"
+
+
+def test_a_model_json_from_before_the_component_filter_reads_as_filter_off(tmp_path):
+    meta = read_model_json(written(tmp_path, min_component_ratio=None))
+    assert meta.min_component_ratio == 0.0  # what those models were served with
+    assert read_model_json(written(tmp_path, min_component_ratio=0.3)).min_component_ratio == 0.3

@@ -167,6 +167,30 @@ def test_register_picks_the_best_run_sets_staging_and_reuses_the_version(mlflow,
     assert load_registry(f"models:/{NAME}@staging").meta.artifact_version == "v-high"
 
 
+def test_the_same_weights_at_a_new_operating_point_are_a_new_version(mlflow, tmp_path):
+    # bin/evaluate.py chose another threshold or component filter: the ONNX file is byte for byte the
+    # same, model.json is not, and a server must not keep serving the old operating point.
+    meta = checkpoint_meta("c" * 32, 0.7, "v-same")
+    meta["run_id"] = export_tiny(mlflow, tmp_path, meta)[
+        "run_id"
+    ]  # the run made for it: export again into it
+    register = load_bin("register")
+    assert register.main(register_args(tmp_path)) == 0
+    first = json.loads((tmp_path / "register.json").read_text())
+    export_tiny(mlflow, tmp_path, meta, Decision(0.5, 0.0, "val", min_component_ratio=0.3))
+    assert register.main(register_args(tmp_path)) == 0
+    second = json.loads((tmp_path / "register.json").read_text())
+    assert not second["reused"] and second["version"] != first["version"]
+    assert second["tags"]["onnx_sha256"] == first["tags"]["onnx_sha256"]
+    assert second["tags"]["model_json_sha256"] != first["tags"]["model_json_sha256"]
+    from serve.predictor import load_registry
+
+    assert load_registry(f"models:/{NAME}@staging").meta.min_component_ratio == 0.3
+    export_tiny(mlflow, tmp_path, meta, Decision(0.5, 0.0, "val", min_component_ratio=0.3))  # again
+    assert register.main(register_args(tmp_path)) == 0
+    assert json.loads((tmp_path / "register.json").read_text())["version"] == second["version"]
+
+
 GATES_CONF = str(ROOT / "conf/gates.yaml")
 
 

@@ -12,6 +12,7 @@ let prob = null; // Uint8Array, one 0-255 probability per pixel, row-major
 let width = 0;
 let height = 0;
 let minArea = 0; // the model's min_area_fraction (chosen on validation): the image-level rule
+let minComponentRatio = 0; // the model's component filter (chosen on validation), as the server applies it
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -44,20 +45,65 @@ async function decodeProbability(base64, w, h) {
   return out;
 }
 
-// Mask = probability >= threshold, the server's rule, at 8-bit precision; so is "polyp detected"
-// (lib/decision.py: some mask pixel and a mask share >= min_area_fraction).
+// lib/decision.py binary_mask in the browser: label the mask's 8-connected regions, then drop those
+// smaller than minComponentRatio x the largest (0 keeps all). Returns the kept mask as 0/1 bytes.
+function filterComponents(mask) {
+  if (minComponentRatio <= 0) return mask;
+  const labels = new Int32Array(mask.length); // 0 = background or not yet labelled
+  const areas = [0];
+  const stack = new Int32Array(mask.length);
+  for (let start = 0; start < mask.length; start++) {
+    if (!mask[start] || labels[start]) continue;
+    const label = areas.length;
+    let top = 0;
+    let area = 0;
+    stack[top++] = start;
+    labels[start] = label;
+    while (top > 0) {
+      const i = stack[--top];
+      area++;
+      const x = i % width;
+      const y = (i - x) / width;
+      for (let dy = -1; dy <= 1; dy++) {
+        const ny = y + dy;
+        if (ny < 0 || ny >= height) continue;
+        for (let dx = -1; dx <= 1; dx++) {
+          const nx = x + dx;
+          if (nx < 0 || nx >= width) continue;
+          const j = ny * width + nx;
+          if (mask[j] && !labels[j]) {
+            labels[j] = label;
+            stack[top++] = j;
+          }
+        }
+      }
+    }
+    areas.push(area);
+  }
+  if (areas.length <= 2) return mask; // at most one region: nothing to drop
+  const keepFrom = minComponentRatio * Math.max(...areas);
+  const out = new Uint8Array(mask.length);
+  for (let i = 0; i < mask.length; i++) out[i] = labels[i] && areas[labels[i]] >= keepFrom ? 1 : 0;
+  return out;
+}
+
+// Mask = probability >= threshold less the small regions, the server's rule, at 8-bit precision; so
+// is "polyp detected" (lib/decision.py: some mask pixel and a mask share >= min_area_fraction).
 function render() {
   if (!prob) return;
   const threshold = parseFloat($("threshold").value);
   $("threshold-value").textContent = threshold.toFixed(2);
   const cut = Math.round(threshold * 255);
+  const mask = new Uint8Array(prob.length);
+  for (let i = 0; i < prob.length; i++) mask[i] = prob[i] >= cut ? 1 : 0;
+  const kept = filterComponents(mask);
   const canvas = $("overlay");
   const ctx = canvas.getContext("2d");
   const image = ctx.createImageData(width, height);
   const px = image.data;
   let count = 0;
-  for (let i = 0; i < prob.length; i++) {
-    if (prob[i] >= cut) {
+  for (let i = 0; i < kept.length; i++) {
+    if (kept[i]) {
       px.set(OVERLAY_RGBA, 4 * i);
       count++;
     }
@@ -98,6 +144,7 @@ async function predict(file) {
   width = body.width;
   height = body.height;
   minArea = body.min_area_fraction;
+  minComponentRatio = body.min_component_ratio || 0; // absent from servers older than the filter
   prob = await decodeProbability(body.mask, width, height);
 
   const image = $("image");

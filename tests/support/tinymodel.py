@@ -61,6 +61,7 @@ def write_tiny_model(
         threshold=decision.threshold,
         min_area_fraction=decision.min_area_fraction,
         decision_chosen_on=decision.chosen_on,
+        min_component_ratio=decision.min_component_ratio,
         model_version=version,
         git_sha="0000000",
         data_rev="none",

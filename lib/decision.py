@@ -82,13 +82,28 @@ def binary_mask(prob: np.ndarray, threshold: float, min_component_ratio: float =
     largest region so that a frame with two polyps of similar size keeps both, and so that the largest
     region always survives: `polyp_detected` is decided after it, on the same mask.
     """
+    import cv2  # here, not at the top: the rest of this module needs only NumPy
+
     mask = np.asarray(prob) >= threshold
     if min_component_ratio <= 0:
         return mask
-    labels, areas = _components(mask)
-    if len(areas) <= 2:  # background and at most one region: nothing to drop
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
         return mask
-    return kept_labels(areas, min_component_ratio)[labels]
+    cols = np.flatnonzero(mask.any(axis=0))
+    # Served on every request at the original size: label only the box around the predicted pixels and
+    # erase each dropped region inside its own box. Labelling and relabelling the whole image took 7 ms
+    # on a 1348x1070 frame, this 1.8 ms, with the same mask (docs/experiments.md, latency).
+    box = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(box.view(np.uint8), connectivity=8)
+    if n_labels <= 2:  # background and at most one region: nothing to drop
+        return mask
+    keep = kept_labels(stats[:, cv2.CC_STAT_AREA], min_component_ratio)
+    for label in np.flatnonzero(~keep[1:]) + 1:
+        x, y, w, h = stats[label, :4]
+        region = box[y : y + h, x : x + w]  # a view: erasing here erases in `mask`
+        region[labels[y : y + h, x : x + w] == label] = False
+    return mask
 
 
 # model.json files exported before the image-level rule existed have no min_area_fraction: they are

@@ -56,17 +56,9 @@ def detected_from_area(area, min_area_fraction: float) -> np.ndarray:
     return (area > 0) & (area >= min_area_fraction)
 
 
-def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (8-connectivity) of a boolean mask and the pixel area of each label (label 0 = background)."""
-    import cv2  # here, not at the top: the rest of this module needs only NumPy
-
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    return labels, stats[:, cv2.CC_STAT_AREA]
-
-
 def kept_labels(areas: np.ndarray, min_component_ratio: float) -> np.ndarray:
     """Which labels survive the filter: regions of at least `min_component_ratio` x the largest region's
-    area (the background, label 0, never). `areas` as `_components` returns them."""
+    area (the background, label 0, never). `areas`: pixels per label, from OpenCV's label statistics."""
     keep = np.zeros(len(areas), bool)
     if len(areas) > 1:
         keep[1:] = areas[1:] >= min_component_ratio * areas[1:].max()
@@ -145,13 +137,9 @@ def operating_points(thresholds, ratios) -> list[tuple[float, float]]:
 
 
 def masks_at_points(prob: np.ndarray, thresholds, ratios):
-    """`binary_mask(prob, t, r)` for each of `operating_points(thresholds, ratios)`, in that order, with one
-    connected-component pass per threshold (an evaluation scans dozens of points per image)."""
-    for t in thresholds:
-        mask = np.asarray(prob) >= t
-        labels, areas = _components(mask) if any(r > 0 for r in ratios) else (None, None)
-        for r in ratios:
-            yield mask if r <= 0 or len(areas) <= 2 else kept_labels(areas, r)[labels]
+    """`binary_mask(prob, t, r)` for each of `operating_points(thresholds, ratios)`, in that order."""
+    for t, r in operating_points(thresholds, ratios):
+        yield binary_mask(prob, t, r)
 
 
 def choose_point(dice: np.ndarray, points, prefer: float) -> tuple[float, float]:

@@ -95,6 +95,19 @@ def test_the_decision_and_model_json_make_the_same_mask():
     assert meta.mask(prob, threshold=0.95).sum() == 0  # a client's threshold, the model's filter
 
 
+def whole_image_filter(prob: np.ndarray, t: float, r: float) -> np.ndarray:
+    """The filter written plainly (label the whole mask, keep regions >= r x the largest): the reference
+    binary_mask's box-only labelling must agree with."""
+    import cv2
+
+    mask = prob >= t
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    if r <= 0 or len(areas) <= 1:
+        return mask
+    return np.isin(labels, np.flatnonzero(areas >= r * areas.max()) + 1)
+
+
 def test_masks_at_points_are_binary_mask_at_each_point():
     rng = np.random.default_rng(3)
     prob = cv2_blur(rng.random((48, 64)).astype(np.float32))
@@ -103,6 +116,7 @@ def test_masks_at_points_are_binary_mask_at_each_point():
     assert len(masks) == len(points) == len(GRID) * len(RATIOS)
     for (t, r), mask in zip(points, masks):
         assert np.array_equal(mask, binary_mask(prob, t, r)), (t, r)
+        assert np.array_equal(mask, whole_image_filter(prob, t, r)), (t, r)
 
 
 def cv2_blur(x: np.ndarray) -> np.ndarray:

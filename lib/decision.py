@@ -58,16 +58,34 @@ def detected_from_area(area, min_area_fraction: float) -> np.ndarray:
 
 def kept_labels(areas: np.ndarray, min_component_ratio: float) -> np.ndarray:
     """Which labels survive the filter: regions of at least `min_component_ratio` x the largest region's
-    area (the background, label 0, never). `areas`: pixels per label, from OpenCV's label statistics."""
+    area (the background, label 0, never). `areas`: pixels per label, label 0 first."""
     keep = np.zeros(len(areas), bool)
     if len(areas) > 1:
         keep[1:] = areas[1:] >= min_component_ratio * areas[1:].max()
     return keep
 
 
+# Regions are judged on a grid of blocks: the shorter image side is cut into about this many. A block
+# is `component_block` px square (1 px on images up to 511 px), so two pieces of mask closer than about
+# a block are one region, much as the network (256 px input, conf/train.yaml) sees them, and labelling
+# costs about the same whatever the image size: at 1348x1070 labelling every pixel cost ~2.5 ms a
+# request on one core, the block grid ~0.8 ms in all (docs/experiments.md, serving latency).
+COMPONENT_GRID = 256
+
+
+def component_block(height: int, width: int) -> int:
+    """Side, in pixels, of the square blocks `binary_mask` labels regions on, for an image this size."""
+    return max(1, min(height, width) // COMPONENT_GRID)
+
+
 def binary_mask(prob: np.ndarray, threshold: float, min_component_ratio: float = 0.0) -> np.ndarray:
     """`(H, W)` probabilities -> `(H, W)` bool mask: pixels at or above `threshold`, less the connected
-    regions smaller than `min_component_ratio` times the largest one (0 keeps every region).
+    regions whose pixel count is under `min_component_ratio` times the largest region's (0 keeps every
+    region).
+
+    Regions are the 8-connected groups of `component_block(H, W)`-px blocks holding a mask pixel (on
+    images under 512 px a block is one pixel: plain 8-connected pixel regions); a region's size is its
+    exact pixel count, and a dropped region loses every mask pixel in its blocks.
 
     Why the filter: most wrong pixels of a good model are small specks beside the polyp it found, and
     Dice is averaged per image, so a speck costs a small polyp's image a lot. It is relative to the
@@ -83,18 +101,33 @@ def binary_mask(prob: np.ndarray, threshold: float, min_component_ratio: float =
     if rows.size == 0:
         return mask
     cols = np.flatnonzero(mask.any(axis=0))
-    # Served on every request at the original size: label only the box around the predicted pixels and
-    # erase each dropped region inside its own box. Labelling and relabelling the whole image took 7 ms
-    # on a 1348x1070 frame, this 1.8 ms, with the same mask (docs/experiments.md, latency).
-    box = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(box.view(np.uint8), connectivity=8)
+    # Served on every request at the original size: only the box around the predicted pixels is
+    # labelled, block by block (blocks tile the image from its top-left corner), and dropped regions
+    # are erased inside their own boxes.
+    step = component_block(*mask.shape)
+    top, left = rows[0] // step * step, cols[0] // step * step
+    box = mask[top : rows[-1] + 1, left : cols[-1] + 1]
+    h, w = box.shape
+    grid_h, grid_w = -(-h // step), -(-w // step)
+    if step == 1:
+        counts = box.astype(np.float32)
+    else:  # pixels per block: the box, zero-padded to whole blocks, averaged block by block
+        padded = np.zeros((grid_h * step, grid_w * step), np.float32)
+        padded[:h, :w] = box
+        counts = cv2.resize(padded, (grid_w, grid_h), interpolation=cv2.INTER_AREA) * (step * step)
+    occupied = (counts > 0.5).view(np.uint8)
+    n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(occupied, connectivity=8)
     if n_labels <= 2:  # background and at most one region: nothing to drop
         return mask
-    keep = kept_labels(stats[:, cv2.CC_STAT_AREA], min_component_ratio)
+    areas = np.bincount(labels.ravel(), weights=counts.ravel(), minlength=n_labels).round()
+    keep = kept_labels(areas, min_component_ratio)
     for label in np.flatnonzero(~keep[1:]) + 1:
-        x, y, w, h = stats[label, :4]
-        region = box[y : y + h, x : x + w]  # a view: erasing here erases in `mask`
-        region[labels[y : y + h, x : x + w] == label] = False
+        x, y, bw, bh = stats[label, :4]
+        region = box[y * step : (y + bh) * step, x * step : (x + bw) * step]  # a view into `mask`
+        dropped = labels[y : y + bh, x : x + bw] == label
+        if step > 1:
+            dropped = dropped.repeat(step, axis=0).repeat(step, axis=1)[: region.shape[0], : region.shape[1]]
+        region[dropped] = False
     return mask
 
 

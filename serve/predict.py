@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import falcon
 import numpy as np
 
-from lib.decision import polyp_detected
+from lib.decision import component_block, polyp_detected
 from lib.rle import encode_rle
 from serve.admission import AdmissionGate, Overloaded, QueueTimeout
 from serve.deadline import client_gone
@@ -158,6 +158,7 @@ class PredictResource:
             "polyp_detected": detected,
             "min_area_fraction": meta.min_area_fraction,
             "min_component_ratio": meta.min_component_ratio,
+            "component_block": component_block(height, width),
             "threshold": threshold,
             "latency_ms": latency_ms,
             "model_version": meta.version,

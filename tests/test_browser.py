@@ -116,3 +116,46 @@ def test_the_demo_draws_the_served_mask_small_regions_dropped_as_model_json_says
         assert page.evaluate(COUNT_OVERLAY_PIXELS) == 400  # the speck's 4 pixels are not drawn
         assert page.locator("#overlay").get_attribute("data-mask-pixels") == "400"
         assert not errors, errors
+
+
+def test_on_a_large_image_the_demo_labels_regions_on_the_servers_blocks(browser, tmp_path):
+    # 600 px: the filter labels 2-px tiles (lib.decision.component_block). A 3-px strip 1 px beside the
+    # polyp is part of it on the tile grid (a plain pixel labelling would drop it at 3 % of the
+    # polyp), the far speck goes: the demo must draw exactly the server's mask.
+    import base64
+    import http.client
+    import json
+
+    import cv2
+    import numpy as np
+
+    from lib.decision import Decision, component_block
+
+    bgr = np.zeros((600, 600, 3), np.uint8)
+    bgr[..., 1] = 200
+    bgr[100:200, 100:200] = (0, 0, 255)  # the polyp: 10,000 px
+    bgr[100:200, 201:204] = (0, 0, 255)  # the strip: 300 px, one background column away
+    bgr[500:504, 500:504] = (0, 0, 255)  # the speck: 16 px
+    image_path = tmp_path / "large.png"
+    cv2.imwrite(str(image_path), bgr)
+    assert component_block(600, 600) == 2
+    decision = Decision(0.5, 0.0, "test", min_component_ratio=0.1)
+    # A 1x1-convolution model at the image's own size: the probability map is the colour rule, unresized.
+    model_path = write_tiny_model(tmp_path / "model", size=600, decision=decision)
+    with Gunicorn(model_path, workers=1) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("POST", "/predict", body=image_path.read_bytes(), headers={"Content-Type": "image/png"})
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        conn.close()
+        assert resp.status == 200 and body["component_block"] == 2
+        served = cv2.imdecode(np.frombuffer(base64.b64decode(body["mask"]), np.uint8), cv2.IMREAD_GRAYSCALE)
+        assert np.count_nonzero(served) == 10_300 and not served[500:504, 500:504].any()
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(f"http://127.0.0.1:{server.port}/")
+        page.set_input_files("#file", str(image_path))
+        page.wait_for_selector("#overlay[data-ready='1']", timeout=15_000)
+        assert page.evaluate(COUNT_OVERLAY_PIXELS) == 10_300
+        assert not errors, errors

@@ -12,6 +12,7 @@ from lib.decision import (
     checkpoint_threshold,
     choose_min_area,
     choose_point,
+    component_block,
     image_level,
     masks_at_points,
     min_area_candidates,
@@ -95,17 +96,26 @@ def test_the_decision_and_model_json_make_the_same_mask():
     assert meta.mask(prob, threshold=0.95).sum() == 0  # a client's threshold, the model's filter
 
 
-def whole_image_filter(prob: np.ndarray, t: float, r: float) -> np.ndarray:
-    """The filter written plainly (label the whole mask, keep regions >= r x the largest): the reference
-    binary_mask's box-only labelling must agree with."""
+def plain_filter(prob: np.ndarray, t: float, r: float, block: int = 1) -> np.ndarray:
+    """The filter written plainly, over the whole image: mark every `block` x `block` tile (from the
+    top-left corner) holding a mask pixel, label the marked tiles, size each region by its mask pixels,
+    keep regions >= r x the largest. The reference binary_mask's box-only labelling must agree with."""
     import cv2
 
     mask = prob >= t
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    if r <= 0 or len(areas) <= 1:
+    if r <= 0:
         return mask
-    return np.isin(labels, np.flatnonzero(areas >= r * areas.max()) + 1)
+    h, w = mask.shape
+    gh, gw = -(-h // block), -(-w // block)
+    padded = np.zeros((gh * block, gw * block), np.int64)
+    padded[:h, :w] = mask
+    counts = padded.reshape(gh, block, gw, block).sum(axis=(1, 3))
+    n, labels = cv2.connectedComponents((counts > 0).astype(np.uint8), connectivity=8)
+    areas = np.bincount(labels.ravel(), weights=counts.ravel(), minlength=n)[1:]
+    if len(areas) <= 1:
+        return mask
+    kept_tiles = np.isin(labels, np.flatnonzero(areas >= r * areas.max()) + 1)
+    return mask & kept_tiles.repeat(block, axis=0).repeat(block, axis=1)[:h, :w]
 
 
 def test_masks_at_points_are_binary_mask_at_each_point():
@@ -116,7 +126,40 @@ def test_masks_at_points_are_binary_mask_at_each_point():
     assert len(masks) == len(points) == len(GRID) * len(RATIOS)
     for (t, r), mask in zip(points, masks):
         assert np.array_equal(mask, binary_mask(prob, t, r)), (t, r)
-        assert np.array_equal(mask, whole_image_filter(prob, t, r)), (t, r)
+        assert np.array_equal(mask, plain_filter(prob, t, r)), (t, r)  # under 512 px: pixel regions
+
+
+@pytest.mark.parametrize("shape", [(512, 700), (1070, 1348), (1072, 1920), (600, 515)])
+def test_large_images_are_labelled_on_blocks(shape):
+    """At 512 px and more a region is a group of blocks (component_block): the box-only labelling with
+    block sums must equal the plain whole-image tiling, also where the box starts off the tile grid."""
+    rng = np.random.default_rng(shape[1])
+    import cv2
+
+    small = cv2_blur(rng.random((shape[0] // 8, shape[1] // 8)).astype(np.float32))
+    prob = cv2.resize(small, shape[::-1], interpolation=cv2.INTER_LINEAR)
+    prob[:37] = 0.0  # the predicted pixels' box starts off the block grid
+    block = component_block(*shape)
+    assert block == min(shape) // 256 > 1
+    dropped = 0
+    for t in (0.45, 0.55, 0.65):
+        for r in (0.1, 0.5):
+            mask = binary_mask(prob, t, r)
+            assert np.array_equal(mask, plain_filter(prob, t, r, block)), (shape, t, r)
+            dropped += int((prob >= t).sum() - mask.sum())
+    assert dropped > 0  # the blobs gave the filter something to drop
+
+
+def test_on_blocks_a_narrow_gap_joins_and_a_speck_goes_by_its_pixels():
+    prob = np.zeros((1070, 1348), np.float32)  # 4-px blocks
+    prob[100:400, 100:400] = 0.9  # the polyp: 90,000 px
+    prob[100:400, 402:405] = 0.9  # 2 px away: the same region on the block grid
+    prob[700:703, 900:903] = 0.9  # a 9-px speck far away
+    mask = binary_mask(prob, 0.5, 0.3)
+    assert mask[100:400, 402:405].all() and not mask[700:703, 900:903].any()
+    assert mask.sum() == 90_000 + 900
+    prob[700:1000, 900:1200] = 0.9  # now a second polyp the size of the first: both stay
+    assert binary_mask(prob, 0.5, 0.5).sum() == (prob >= 0.5).sum()
 
 
 def cv2_blur(x: np.ndarray) -> np.ndarray:

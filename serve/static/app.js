@@ -13,6 +13,7 @@ let width = 0;
 let height = 0;
 let minArea = 0; // the model's min_area_fraction (chosen on validation): the image-level rule
 let minComponentRatio = 0; // the model's component filter (chosen on validation), as the server applies it
+let componentBlock = 1; // side in px of the tiles the filter labels, for this image (from the server)
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -45,15 +46,25 @@ async function decodeProbability(base64, w, h) {
   return out;
 }
 
-// lib/decision.py binary_mask in the browser: label the mask's 8-connected regions, then drop those
-// smaller than minComponentRatio x the largest (0 keeps all). Returns the kept mask as 0/1 bytes.
+// lib/decision.py binary_mask in the browser: mark the componentBlock x componentBlock tiles (from the
+// top-left corner) holding a mask pixel, label the 8-connected groups of marked tiles, size each group
+// by its mask pixels, and drop the groups smaller than minComponentRatio x the largest (0 keeps all).
+// Returns the kept mask as 0/1 bytes.
 function filterComponents(mask) {
   if (minComponentRatio <= 0) return mask;
-  const labels = new Int32Array(mask.length); // 0 = background or not yet labelled
+  const block = componentBlock;
+  const gw = Math.ceil(width / block);
+  const gh = Math.ceil(height / block);
+  const counts = new Int32Array(gw * gh); // mask pixels per tile
+  for (let y = 0; y < height; y++) {
+    const row = Math.floor(y / block) * gw;
+    for (let x = 0; x < width; x++) if (mask[y * width + x]) counts[row + Math.floor(x / block)]++;
+  }
+  const labels = new Int32Array(counts.length); // 0 = empty tile or not yet labelled
   const areas = [0];
-  const stack = new Int32Array(mask.length);
-  for (let start = 0; start < mask.length; start++) {
-    if (!mask[start] || labels[start]) continue;
+  const stack = new Int32Array(counts.length);
+  for (let start = 0; start < counts.length; start++) {
+    if (!counts[start] || labels[start]) continue;
     const label = areas.length;
     let top = 0;
     let area = 0;
@@ -61,17 +72,17 @@ function filterComponents(mask) {
     labels[start] = label;
     while (top > 0) {
       const i = stack[--top];
-      area++;
-      const x = i % width;
-      const y = (i - x) / width;
+      area += counts[i];
+      const x = i % gw;
+      const y = (i - x) / gw;
       for (let dy = -1; dy <= 1; dy++) {
         const ny = y + dy;
-        if (ny < 0 || ny >= height) continue;
+        if (ny < 0 || ny >= gh) continue;
         for (let dx = -1; dx <= 1; dx++) {
           const nx = x + dx;
-          if (nx < 0 || nx >= width) continue;
-          const j = ny * width + nx;
-          if (mask[j] && !labels[j]) {
+          if (nx < 0 || nx >= gw) continue;
+          const j = ny * gw + nx;
+          if (counts[j] && !labels[j]) {
             labels[j] = label;
             stack[top++] = j;
           }
@@ -83,7 +94,13 @@ function filterComponents(mask) {
   if (areas.length <= 2) return mask; // at most one region: nothing to drop
   const keepFrom = minComponentRatio * Math.max(...areas);
   const out = new Uint8Array(mask.length);
-  for (let i = 0; i < mask.length; i++) out[i] = labels[i] && areas[labels[i]] >= keepFrom ? 1 : 0;
+  for (let y = 0; y < height; y++) {
+    const row = Math.floor(y / block) * gw;
+    for (let x = 0; x < width; x++) {
+      const i = y * width + x;
+      if (mask[i] && areas[labels[row + Math.floor(x / block)]] >= keepFrom) out[i] = 1;
+    }
+  }
   return out;
 }
 
@@ -145,6 +162,7 @@ async function predict(file) {
   height = body.height;
   minArea = body.min_area_fraction;
   minComponentRatio = body.min_component_ratio || 0; // absent from servers older than the filter
+  componentBlock = body.component_block || 1; // absent from servers that labelled single pixels
   prob = await decodeProbability(body.mask, width, height);
 
   const image = $("image");

@@ -78,6 +78,24 @@ def component_block(height: int, width: int) -> int:
     return max(1, min(height, width) // COMPONENT_GRID)
 
 
+def block_counts(mask: np.ndarray, step: int) -> np.ndarray:
+    """Mask pixels in each `step` x `step` block of a bool mask, blocks from its top-left corner (the
+    last row and column of blocks may be partial): `(ceil(H / step), ceil(W / step))` uint32.
+
+    Summed as `step` strided slices per axis, not through a padded copy: on a served 1348x1070 frame
+    this stays well under a millisecond and allocates only the block-row sums."""
+    pixels = mask.view(np.uint8)
+    rows = np.zeros((-(-mask.shape[0] // step), mask.shape[1]), np.uint32)
+    for k in range(step):
+        part = pixels[k::step]
+        rows[: len(part)] += part
+    counts = np.zeros((rows.shape[0], -(-mask.shape[1] // step)), np.uint32)
+    for k in range(step):
+        part = rows[:, k::step]
+        counts[:, : part.shape[1]] += part
+    return counts
+
+
 def binary_mask(prob: np.ndarray, threshold: float, min_component_ratio: float = 0.0) -> np.ndarray:
     """`(H, W)` probabilities -> `(H, W)` bool mask: pixels at or above `threshold`, less the connected
     regions whose pixel count is under `min_component_ratio` times the largest region's (0 keeps every
@@ -107,19 +125,12 @@ def binary_mask(prob: np.ndarray, threshold: float, min_component_ratio: float =
     step = component_block(*mask.shape)
     top, left = rows[0] // step * step, cols[0] // step * step
     box = mask[top : rows[-1] + 1, left : cols[-1] + 1]
-    h, w = box.shape
-    grid_h, grid_w = -(-h // step), -(-w // step)
-    if step == 1:
-        counts = box.astype(np.float32)
-    else:  # pixels per block: the box, zero-padded to whole blocks, averaged block by block
-        padded = np.zeros((grid_h * step, grid_w * step), np.float32)
-        padded[:h, :w] = box
-        counts = cv2.resize(padded, (grid_w, grid_h), interpolation=cv2.INTER_AREA) * (step * step)
-    occupied = (counts > 0.5).view(np.uint8)
+    counts = block_counts(box, step)
+    occupied = (counts > 0).view(np.uint8)
     n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(occupied, connectivity=8)
     if n_labels <= 2:  # background and at most one region: nothing to drop
         return mask
-    areas = np.bincount(labels.ravel(), weights=counts.ravel(), minlength=n_labels).round()
+    areas = np.bincount(labels.ravel(), weights=counts.ravel(), minlength=n_labels)
     keep = kept_labels(areas, min_component_ratio)
     for label in np.flatnonzero(~keep[1:]) + 1:
         x, y, bw, bh = stats[label, :4]

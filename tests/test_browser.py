@@ -31,6 +31,17 @@ COUNT_OVERLAY_PIXELS = """() => {
 }"""
 
 
+def upload_in_demo(browser, port: int, image_path):
+    """Open the demo page, upload `image_path` and wait for its overlay: (page, page errors so far)."""
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(f"http://127.0.0.1:{port}/")
+    page.set_input_files("#file", str(image_path))
+    page.wait_for_selector("#overlay[data-ready='1']", timeout=15_000)
+    return page, errors
+
+
 @pytest.fixture
 def browser():
     if not Path(CHROMIUM).exists():
@@ -107,12 +118,7 @@ def test_the_demo_draws_the_served_mask_small_regions_dropped_as_model_json_says
     decision = Decision(0.5, 0.0, "test", min_component_ratio=0.1)
     model_path = write_tiny_model(tmp_path / "model", size=64, decision=decision)
     with Gunicorn(model_path, workers=1) as server:
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda err: errors.append(str(err)))
-        page.goto(f"http://127.0.0.1:{server.port}/")
-        page.set_input_files("#file", str(image_path))
-        page.wait_for_selector("#overlay[data-ready='1']", timeout=15_000)
+        page, errors = upload_in_demo(browser, server.port, image_path)
         assert page.evaluate(COUNT_OVERLAY_PIXELS) == 400  # the speck's 4 pixels are not drawn
         assert page.locator("#overlay").get_attribute("data-mask-pixels") == "400"
         assert not errors, errors
@@ -151,11 +157,6 @@ def test_on_a_large_image_the_demo_labels_regions_on_the_servers_blocks(browser,
         assert resp.status == 200 and body["component_block"] == 2
         served = cv2.imdecode(np.frombuffer(base64.b64decode(body["mask"]), np.uint8), cv2.IMREAD_GRAYSCALE)
         assert np.count_nonzero(served) == 10_300 and not served[500:504, 500:504].any()
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda err: errors.append(str(err)))
-        page.goto(f"http://127.0.0.1:{server.port}/")
-        page.set_input_files("#file", str(image_path))
-        page.wait_for_selector("#overlay[data-ready='1']", timeout=15_000)
+        page, errors = upload_in_demo(browser, server.port, image_path)
         assert page.evaluate(COUNT_OVERLAY_PIXELS) == 10_300
         assert not errors, errors

@@ -69,7 +69,7 @@ def kept_labels(areas: np.ndarray, min_component_ratio: float) -> np.ndarray:
 # is `component_block` px square (1 px on images up to 511 px), so two pieces of mask closer than about
 # a block are one region, much as the network (256 px input, conf/train.yaml) sees them, and labelling
 # costs about the same whatever the image size: at 1348x1070 labelling every pixel cost ~2.5 ms a
-# request on one core, the block grid ~0.8 ms in all (docs/experiments.md, serving latency).
+# request on one core, the block grid ~0.9 ms in all (docs/experiments.md, serving latency).
 COMPONENT_GRID = 256
 
 

@@ -11,6 +11,7 @@ Usage: bin/bench_train_step.py --conf conf/bench_train_step.yaml [--set 'modes=[
 
 from __future__ import annotations
 
+import resource
 import statistics
 import sys
 import time
@@ -72,8 +73,9 @@ def time_mode(mode: Mode, train: dict, cfg: BenchTrainStepConfig, device: torch.
     x = torch.rand(batch, 3, size, size, device=device)
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     y = (torch.rand(batch, 1, size, size, device=device) > 0.8).float()
-    times, first = [], None
+    times, faults, first = [], [], None
     for step in range(cfg.warmup_steps + cfg.steps):
+        faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         train_step(trainer, x, y)
         if device.type == "cuda":
@@ -82,13 +84,18 @@ def time_mode(mode: Mode, train: dict, cfg: BenchTrainStepConfig, device: torch.
         first = elapsed if first is None else first
         if step >= cfg.warmup_steps:
             times.append(elapsed)
+            # Pages mapped afresh (zero-filled) during the step: memory the allocator gave back to the
+            # OS and took again, a cost that is neither forward nor backward (serve/memory.py).
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
     median = statistics.median(times)
     print(
-        f"bench_train_step: {mode.name}: {median * 1000 / batch:.0f} ms/img (first step {first:.1f} s)",
+        f"bench_train_step: {mode.name}: {median * 1000 / batch:.0f} ms/img (first step {first:.1f} s, "
+        f"{statistics.median(faults):.0f} minor page faults a step)",
         flush=True,
     )
     return {
         "ms_per_image": median * 1000 / batch,
+        "minor_page_faults_per_step": statistics.median(faults),
         "first_step_s": first,
         "trainable_parameters": trainable,
         "freeze_encoder_stages": mode.freeze_encoder_stages,

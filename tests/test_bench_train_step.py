@@ -40,6 +40,7 @@ def test_frozen_stages_train_fewer_parameters_and_ratios_are_against_the_first_m
     assert full["ratio_to_full"] == 1.0 and frozen["ratio_to_full"] > 0
     assert 0 < frozen["trainable_parameters"] < full["trainable_parameters"]
     assert full["ms_per_image"] > 0 and report["batch_size"] == 2 and report["steps"] == 2
+    assert full["minor_page_faults_per_step"] >= 0
 
 
 def test_a_missing_train_config_is_a_clear_error(tmp_path, capsys):

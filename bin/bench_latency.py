@@ -21,6 +21,7 @@ import onnxruntime
 
 from lib.cli import parser, script
 from lib.config import ConfigError, load_config, to_dict
+from lib.decision import binary_mask, component_block
 from lib.inference import predict_probability, torch_runner
 from lib.io import read_csv_stems, read_image, sha256_file, write_json
 from lib.model_contract import ModelContractError, ModelMeta, read_model_json
@@ -83,6 +84,18 @@ def measure(run_model, rgb, meta: ModelMeta, cfg: BenchConfig) -> dict:
     }
 
 
+def measure_mask(run_model, rgb, meta: ModelMeta, cfg: BenchConfig) -> dict:
+    """The served mask from one probability map at the image's size: the threshold alone against
+    model.json's whole rule (threshold and component filter), same run: what the filter costs."""
+    prob = predict_probability(run_model, rgb, meta.input_size, meta.mean, meta.std)
+    return {
+        "threshold_only": timings(lambda: binary_mask(prob, meta.threshold), cfg.runs, cfg.warmup),
+        "served": timings(lambda: meta.mask(prob), cfg.runs, cfg.warmup),
+        "min_component_ratio": meta.min_component_ratio,
+        "component_block": component_block(*prob.shape),
+    }
+
+
 def onnx_runner(path, threads: int, meta: ModelMeta, spinning: bool = False):
     return session_runner(make_session(path, threads, spinning), meta.input_name, meta.output_name)
 
@@ -131,7 +144,15 @@ def measure_api(model: Path, jpeg: bytes, cfg: BenchConfig) -> dict:
     env = {"POLYPSEG_ORT_THREADS": str(cfg.gate_threads)}
     with Gunicorn(model, workers=1, env=env) as server:
         run_load(server.port, jpeg, concurrency=1, requests=min(cfg.warmup, cfg.api_requests))
+        faults_before = server.minor_page_faults()
         row = run_load(server.port, jpeg, concurrency=1, requests=cfg.api_requests)
+        faults_after = server.minor_page_faults()
+        # Where a request's time goes, from the server's own access log (serve/observe.py), and the
+        # worker's page faults: memory mapped afresh each request is time in every stage (serve/memory.py).
+        row["server_stage_p50_ms"] = server.stage_medians("/predict", last=cfg.api_requests)
+    row["worker_minor_faults_per_request"] = (
+        (faults_after - faults_before) / cfg.api_requests if faults_before is not None else None
+    )
     if row["errors"]:
         raise RuntimeError(f"bench_latency: {row['errors']} of {cfg.api_requests} API requests failed")
     return row
@@ -174,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_latency: {threads} thread(s), inference p50: {p50s}", flush=True)
 
     gate_row = results[f"threads_{cfg.gate_threads}"]
+    mask = measure_mask(onnx_runner(models["fp32"][0], cfg.gate_threads, meta), rgb, meta, cfg)
+    print(
+        f"bench_latency: mask p50 {mask['served']['p50_ms']:.2f} ms (threshold alone "
+        f"{mask['threshold_only']['p50_ms']:.2f} ms; min_component_ratio {meta.min_component_ratio})"
+    )
     decision = decide_int8(int8_report, cfg.quantize_report, gate_row) if int8_report else None
     default = decision["default_model"] if decision else "fp32"
     in_process = gate_row[f"onnxruntime_{default}"]["end_to_end"]
@@ -203,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "default_model": str(models[default][0]),
             "api": api,
+            "mask": mask,
             "results": results,
             "int8": decision,
             "image": {"stem": stem, "height": int(rgb.shape[0]), "width": int(rgb.shape[1])},

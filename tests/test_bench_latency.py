@@ -12,6 +12,7 @@ import pytest
 from bin_helpers import ROOT, load_bin
 from test_quantize import run_quantize, write_splits
 
+from lib.decision import component_block
 from lib.io import sha256_file
 from lib.quantize import int8_decision
 from tests.support.tinymodel import write_tiny_model
@@ -75,6 +76,7 @@ def test_cli_times_onnxruntime_and_pytorch_and_records_the_int8_decision(tmp_pat
         "gate",
         "default_model",
         "api",
+        "mask",
         "results",
         "int8",
         "image",
@@ -97,6 +99,16 @@ def test_cli_times_onnxruntime_and_pytorch_and_records_the_int8_decision(tmp_pat
     # The gate is the API's latency: real gunicorn, POST /predict of the sample image, every request answered.
     assert report["gate"]["measure"] == "http_api" and report["gate"]["p50_ms"] == report["api"]["p50_ms"]
     assert report["api"]["requests"] == 5 and report["api"]["errors"] == 0
+    # Where the API's time went, from the server's access log, and the worker's page faults per request.
+    stages = report["api"]["server_stage_p50_ms"]
+    assert {"decode_ms", "inference_ms", "encode_ms", "total_ms"} <= set(stages)
+    assert 0 < stages["inference_ms"] < stages["total_ms"]
+    assert report["api"]["worker_minor_faults_per_request"] >= 0
+    # The served mask timed against the threshold alone on the same probability map.
+    mask = report["mask"]
+    assert mask["threshold_only"]["runs"] == mask["served"]["runs"] == 5
+    assert 0.0 <= mask["min_component_ratio"] <= 1.0
+    assert mask["component_block"] == component_block(report["image"]["height"], report["image"]["width"])
     assert report["onnx_sha256"] == sha256_file(fp32)
     # The Dice half of the decision is the quantize report's; the latency half is this run's.
     dice = json.loads(report_path.read_text())

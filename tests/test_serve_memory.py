@@ -1,7 +1,6 @@
 """serve.memory: a gunicorn worker reuses its freed request buffers instead of faulting them back in."""
 
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,11 +11,6 @@ from tests.support.loadgen import run_load
 from tests.support.tinymodel import write_tiny_model
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt, /proc")
-
-
-def minor_faults(pid: int) -> int:
-    """Minor page faults of a process so far (/proc/PID/stat field 10)."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
 @linux_only
@@ -35,9 +29,8 @@ def test_a_worker_does_not_fault_its_buffers_in_on_every_request(tmp_path):
     jpeg = sample_image_bytes()
     with Gunicorn(model, workers=1, env={"POLYPSEG_ORT_THREADS": "1"}) as server:
         run_load(server.port, jpeg, concurrency=1, requests=10)  # the heap reaches its working size
-        pid = server.worker_pids()[0]
-        before = minor_faults(pid)
+        before = server.minor_page_faults()
         row = run_load(server.port, jpeg, concurrency=1, requests=30)
-        per_request = (minor_faults(pid) - before) / 30
+        per_request = (server.minor_page_faults() - before) / 30
     assert row["errors"] == 0
     assert per_request < 50, per_request

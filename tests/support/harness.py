@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -143,6 +144,24 @@ class Gunicorn:
     def worker_pids(self) -> list[int]:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+    def minor_page_faults(self) -> int | None:
+        """Minor page faults of the workers so far (/proc/PID/stat field 10); None without /proc."""
+        counts = []
+        for pid in self.worker_pids():
+            stat = Path(f"/proc/{pid}/stat")
+            if stat.exists():
+                counts.append(int(stat.read_text().rsplit(")", 1)[1].split()[7]))
+        return sum(counts) if counts else None
+
+    def stage_medians(self, path: str = "/predict", last: int | None = None) -> dict[str, float]:
+        """Median of each `*_ms` stage time over the access log's lines for `path` (the `last` ones)."""
+        records = [r for r in self.log_records() if r.get("path") == path and "total_ms" in r]
+        records = records[-last:] if last else records
+        stages = sorted(
+            {k for r in records for k in r if k.endswith("_ms") and isinstance(r[k], (int, float))}
+        )
+        return {k: float(statistics.median(r[k] for r in records if k in r)) for k in stages}
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

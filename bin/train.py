@@ -24,6 +24,7 @@ from lib.config import flatten, load_config, save_config, to_dict
 from lib.data import SegmentationDataset, load_cache, split_rows
 from lib.io import find_pair_dirs, list_images, read_image, read_mask, write_json
 from lib.losses import build_loss
+from lib.memory import keep_freed_memory
 from lib.model import ModelConfig, build_model, freeze_encoder_stages, normalisation
 from lib.negatives import CropSpec, crop_negatives
 from lib.tracking import data_revision, git_state, setup_mlflow
@@ -74,6 +75,7 @@ class Runtime:
     threads: int  # torch intra-op threads
     workers: int  # data-loader processes
     log_every: int  # steps between progress lines; 0 = none
+    keep_freed_memory: bool  # pin glibc malloc's thresholds: each step reuses the last one's buffers
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ def train_negatives(cfg: TrainConfig, stems: list[str]) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0], "conf/train.yaml").parse_args(argv)
     cfg = load_config(TrainConfig, args.conf, args.overrides)
+    if cfg.runtime.keep_freed_memory:  # before the first large buffer, so none is ever given back
+        keep_freed_memory()
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.runtime.threads)
     cv2.setNumThreads(1)  # OpenCV's own thread pool would fight torch's OpenMP threads for the cores

@@ -1,11 +1,11 @@
-"""serve.memory: a gunicorn worker reuses its freed request buffers instead of faulting them back in."""
+"""lib.memory: a gunicorn worker reuses its freed request buffers instead of faulting them back in."""
 
 import sys
 
 import pytest
 
 from lib.decision import Decision
-from serve.memory import keep_freed_memory
+from lib.memory import keep_freed_memory
 from tests.support.harness import Gunicorn, sample_image_bytes
 from tests.support.loadgen import run_load
 from tests.support.tinymodel import write_tiny_model

@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
 """Benchmark one training step of the default model: all stages trained, early encoder stages frozen,
-torch.compile; ms per image and the ratio to the full step, same run (the lever "cheaper epochs").
+torch.compile, malloc left to tune itself; ms per image and the ratio to the first mode, same run
+(the lever "cheaper epochs").
 
 Random inputs at the training size: a step's cost does not depend on the pixels. Data loading and
 augmentation are not included (in a real epoch they add a fixed cost per image, so the ratios of whole
-epochs are closer to 1 than these).
+epochs are closer to 1 than these). Each mode runs in a process of its own, forked before any tensor
+exists: malloc's thresholds (lib/memory.py) cannot be unset once pinned, and one mode's heap, thread
+pool or compiled graphs must not carry into the next. The modes take turns for `rounds` rounds, so a
+machine that slows down during the run slows every mode alike.
 
 Usage: bin/bench_train_step.py --conf conf/bench_train_step.yaml [--set 'modes=[...]']
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import resource
 import statistics
 import sys
@@ -23,6 +29,7 @@ from lib.cli import parser, script
 from lib.config import from_dict, load_config, read_yaml_mapping
 from lib.io import write_json
 from lib.losses import build_loss
+from lib.memory import keep_freed_memory
 from lib.model import ModelConfig, build_model, freeze_encoder_stages
 from lib.training import Trainer, pick_device, resolve_speed_switches, seed_everything, train_step
 
@@ -32,19 +39,25 @@ class Mode:
     name: str
     freeze_encoder_stages: int  # as optim.freeze_encoder_stages in conf/train.yaml
     compile: bool  # torch.compile the model (its first steps compile; timed steps come after)
+    keep_freed_memory: bool  # pin glibc malloc's thresholds first, as runtime.keep_freed_memory in training
 
 
 @dataclass(frozen=True)
 class BenchTrainStepConfig:
     train_conf: str  # conf/train.yaml: model, loss, batch size, runtime switches
     modes: tuple[Mode, ...]  # the first is the baseline of the ratios
-    warmup_steps: int  # untimed steps per mode (compilation happens here)
-    steps: int  # timed steps per mode; the median is reported
+    warmup_steps: int  # untimed steps per mode and round (compilation happens here)
+    steps: int  # timed steps per mode and round; the median over all rounds is reported
+    rounds: int  # the modes take turns this many times, each turn in a fresh process
     out: str  # reports/bench/train_step.json
 
 
-def time_mode(mode: Mode, train: dict, cfg: BenchTrainStepConfig, device: torch.device) -> dict:
-    """One mode: median ms per image of training's step (forward, loss, backward, AdamW), and more."""
+def time_mode(mode: Mode, train: dict, cfg: BenchTrainStepConfig) -> dict:
+    """One mode in this (fresh) process: the seconds of each timed step of training's own step (forward,
+    loss, backward, AdamW), its page faults, and more."""
+    pinned = keep_freed_memory() if mode.keep_freed_memory else False  # before the first tensor
+    device = pick_device(train["runtime"]["device"])
+    torch.set_num_threads(train["runtime"]["threads"])
     amp, channels_last = resolve_speed_switches(
         device, train["runtime"]["amp"], train["runtime"]["channels_last"]
     )
@@ -85,42 +98,106 @@ def time_mode(mode: Mode, train: dict, cfg: BenchTrainStepConfig, device: torch.
         if step >= cfg.warmup_steps:
             times.append(elapsed)
             # Pages mapped afresh (zero-filled) during the step: memory the allocator gave back to the
-            # OS and took again, a cost that is neither forward nor backward (serve/memory.py).
+            # OS and took again, a cost that is neither forward nor backward (lib/memory.py).
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
+    return {
+        "step_seconds": times,
+        "minor_page_faults": faults,
+        "first_step_s": first,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "trainable_parameters": trainable,
+        "malloc_thresholds_pinned": pinned,
+        "device": device.type,
+        "threads": torch.get_num_threads(),
+        "pid": os.getpid(),
+    }
+
+
+def _time_mode_in_child(send, mode: Mode, train: dict, cfg: BenchTrainStepConfig) -> None:
+    try:
+        send.send(time_mode(mode, train, cfg))
+    except Exception as error:  # the parent raises it with the mode's name
+        send.send(RuntimeError(f"{type(error).__name__}: {error}"))
+    finally:
+        send.close()
+
+
+def time_mode_in_fresh_process(mode: Mode, train: dict, cfg: BenchTrainStepConfig) -> dict:
+    """time_mode in a forked child: its allocator settings, heap and threads end with it. The parent
+    has run no tensor operation (no OpenMP pool to inherit), so fork is safe here."""
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_time_mode_in_child, args=(send, mode, train, cfg), daemon=True)
+    child.start()
+    send.close()
+    try:
+        result = receive.recv()
+    except EOFError:
+        result = RuntimeError("the process died without a result")
+    child.join()
+    if isinstance(result, Exception):
+        raise RuntimeError(f"mode {mode.name}: {result}") from None
+    return result
+
+
+def summarise(mode: Mode, rounds: list[dict], batch: int) -> dict:
+    """One mode over its rounds: median ms per image over every timed step, and each round's median."""
+    times = [t for r in rounds for t in r["step_seconds"]]
     median = statistics.median(times)
+    faults = statistics.median(f for r in rounds for f in r["minor_page_faults"])
     print(
-        f"bench_train_step: {mode.name}: {median * 1000 / batch:.0f} ms/img (first step {first:.1f} s, "
-        f"{statistics.median(faults):.0f} minor page faults a step)",
+        f"bench_train_step: {mode.name}: {median * 1000 / batch:.0f} ms/img over {len(rounds)} round(s) "
+        f"(first step {rounds[0]['first_step_s']:.1f} s, {faults:.0f} minor page faults a step, "
+        f"peak RSS {max(r['peak_rss_mb'] for r in rounds):.0f} MB)",
         flush=True,
     )
     return {
         "ms_per_image": median * 1000 / batch,
-        "minor_page_faults_per_step": statistics.median(faults),
-        "first_step_s": first,
-        "trainable_parameters": trainable,
+        "ms_per_image_by_round": [statistics.median(r["step_seconds"]) * 1000 / batch for r in rounds],
+        "minor_page_faults_per_step": faults,
+        "first_step_s": rounds[0]["first_step_s"],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds),
+        "trainable_parameters": rounds[0]["trainable_parameters"],
         "freeze_encoder_stages": mode.freeze_encoder_stages,
         "compile": mode.compile,
+        "keep_freed_memory": mode.keep_freed_memory,
+        "malloc_thresholds_pinned": rounds[0]["malloc_thresholds_pinned"],
+        "pids": [r["pid"] for r in rounds],
     }
 
 
-@script("bench_train_step")
+@script("bench_train_step", errors=(ValueError, RuntimeError))
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0], "conf/bench_train_step.yaml")
     args = p.parse_args(argv)
     cfg = load_config(BenchTrainStepConfig, args.conf, args.overrides)
+    if cfg.rounds < 1 or cfg.steps < 1 or not cfg.modes:
+        raise ValueError("rounds and steps must be at least 1, and modes must not be empty")
+    if len({mode.name for mode in cfg.modes}) != len(cfg.modes):
+        raise ValueError("mode names must be unique")
     train = read_yaml_mapping(cfg.train_conf)
-    device = pick_device(train["runtime"]["device"])
-    torch.set_num_threads(train["runtime"]["threads"])
-    results = {mode.name: time_mode(mode, train, cfg, device) for mode in cfg.modes}
+    batch = train["optim"]["batch_size"]
+    runs: dict[str, list[dict]] = {mode.name: [] for mode in cfg.modes}
+    for round_number in range(1, cfg.rounds + 1):
+        for mode in cfg.modes:
+            runs[mode.name].append(time_mode_in_fresh_process(mode, train, cfg))
+            last = runs[mode.name][-1]["step_seconds"]
+            print(
+                f"bench_train_step: round {round_number}/{cfg.rounds} {mode.name}: "
+                f"{statistics.median(last) * 1000 / batch:.0f} ms/img",
+                flush=True,
+            )
+    results = {mode.name: summarise(mode, runs[mode.name], batch) for mode in cfg.modes}
     base = results[cfg.modes[0].name]["ms_per_image"]
     for result in results.values():
         result["ratio_to_" + cfg.modes[0].name] = result["ms_per_image"] / base
     report = {
         "model": train["model"],
-        "batch_size": train["optim"]["batch_size"],
-        "device": device.type,
-        "threads": torch.get_num_threads(),
+        "batch_size": batch,
+        "device": runs[cfg.modes[0].name][0]["device"],
+        "threads": runs[cfg.modes[0].name][0]["threads"],
         "steps": cfg.steps,
+        "rounds": cfg.rounds,
         "results": results,
     }
     write_json(cfg.out, report)

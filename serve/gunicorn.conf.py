@@ -73,8 +73,8 @@ def on_starting(server):
 
 
 def post_fork(server, worker):
-    from serve.logs import capture_native_stderr
     from lib.memory import keep_freed_memory
+    from serve.logs import capture_native_stderr
 
     capture_native_stderr()  # libpng/libjpeg warnings become JSON lines, not raw text among them
     keep_freed_memory()  # request buffers are reused, not faulted back in on every request

@@ -7,7 +7,7 @@ free and re-allocate the same large buffers over and over:
   ~15 MB for a 1348x1070 frame). The Lite2 model's worker took ~1,000 minor page faults (4 MB) a
   request with the component filter and almost none without it, and the API p50 rose by several
   milliseconds in every stage, not only the filter's (docs/experiments.md, serving latency);
-- training, per step (activations and their gradients: ~100,000 faults, ~400 MB, a step of batch 8
+- training, per step (activations and their gradients: 75,000-100,000 faults, 300-400 MB, a step of batch 8
   at 256 px; `make bench-train-step` times the step with and without the thresholds).
 Fixed thresholds stop the self-tuning: buffers under `MMAP_THRESHOLD` come from the heap and stay
 there, and the heap is trimmed only once more than `TRIM_THRESHOLD` is free (tests/test_serve_memory.py,

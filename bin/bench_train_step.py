@@ -5,23 +5,27 @@ torch.compile, malloc left to tune itself; ms per image and the ratio to the fir
 
 Random inputs at the training size: a step's cost does not depend on the pixels. Data loading and
 augmentation are not included (in a real epoch they add a fixed cost per image, so the ratios of whole
-epochs are closer to 1 than these). Each mode runs in a process of its own, forked before any tensor
-exists: malloc's thresholds (lib/memory.py) cannot be unset once pinned, and one mode's heap, thread
-pool or compiled graphs must not carry into the next. The modes take turns for `rounds` rounds, so a
-machine that slows down during the run slows every mode alike.
+epochs are closer to 1 than these). Each mode runs in a new Python process of its own (this script
+with the internal `--one-mode NAME`): malloc's thresholds (lib/memory.py) cannot be unset once pinned,
+and one mode's heap, thread pool or compiled graphs must not carry into the next. The modes take
+turns for `rounds` rounds, so a machine that slows down during the run slows every mode alike.
 
 Usage: bin/bench_train_step.py --conf conf/bench_train_step.yaml [--set 'modes=[...]']
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import argparse
+import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -32,6 +36,9 @@ from lib.losses import build_loss
 from lib.memory import keep_freed_memory
 from lib.model import ModelConfig, build_model, freeze_encoder_stages
 from lib.training import Trainer, pick_device, resolve_speed_switches, seed_everything, train_step
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository: children import lib/ from here
+MODE_TIMEOUT_S = 3600  # one mode's process; a cold torch.compile takes minutes on 2 cores, a hang forever
 
 
 @dataclass(frozen=True)
@@ -113,31 +120,35 @@ def time_mode(mode: Mode, train: dict, cfg: BenchTrainStepConfig) -> dict:
     }
 
 
-def _time_mode_in_child(send, mode: Mode, train: dict, cfg: BenchTrainStepConfig) -> None:
-    try:
-        send.send(time_mode(mode, train, cfg))
-    except Exception as error:  # the parent raises it with the mode's name
-        send.send(RuntimeError(f"{type(error).__name__}: {error}"))
-    finally:
-        send.close()
-
-
-def time_mode_in_fresh_process(mode: Mode, train: dict, cfg: BenchTrainStepConfig) -> dict:
-    """time_mode in a forked child: its allocator settings, heap and threads end with it. The parent
-    has run no tensor operation (no OpenMP pool to inherit), so fork is safe here."""
-    context = multiprocessing.get_context("fork")
-    receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_time_mode_in_child, args=(send, mode, train, cfg), daemon=True)
-    child.start()
-    send.close()
-    try:
-        result = receive.recv()
-    except EOFError:
-        result = RuntimeError("the process died without a result")
-    child.join()
-    if isinstance(result, Exception):
-        raise RuntimeError(f"mode {mode.name}: {result}") from None
-    return result
+def time_mode_in_fresh_process(mode: Mode, argv: list[str]) -> dict:
+    """time_mode in a new Python process running this script for one mode: its allocator settings, heap
+    and threads end with it. (A forked child would inherit the parent's OpenMP and allocator state, and
+    hangs once the parent has run a tensor operation.)"""
+    with tempfile.TemporaryDirectory(prefix="bench_train_step_") as tmp:
+        result = Path(tmp) / "mode.json"
+        env = dict(os.environ)  # lib/ must import in the child as it does here
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                *argv,
+                "--one-mode",
+                mode.name,
+                "--result",
+                str(result),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=MODE_TIMEOUT_S,
+        )
+        if done.returncode != 0 or not result.is_file():
+            reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"mode {mode.name}: exit {done.returncode}: {reason}")
+        return json.loads(result.read_text())
 
 
 def summarise(mode: Mode, rounds: list[dict], batch: int) -> dict:
@@ -166,9 +177,11 @@ def summarise(mode: Mode, rounds: list[dict], batch: int) -> dict:
     }
 
 
-@script("bench_train_step", errors=(ValueError, RuntimeError))
+@script("bench_train_step", errors=(ValueError, RuntimeError, subprocess.TimeoutExpired))
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0], "conf/bench_train_step.yaml")
+    p.add_argument("--one-mode", help=argparse.SUPPRESS)  # internal: time one mode in this process
+    p.add_argument("--result", help=argparse.SUPPRESS)  # internal: where --one-mode writes its JSON
     args = p.parse_args(argv)
     cfg = load_config(BenchTrainStepConfig, args.conf, args.overrides)
     if cfg.rounds < 1 or cfg.steps < 1 or not cfg.modes:
@@ -176,11 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     if len({mode.name for mode in cfg.modes}) != len(cfg.modes):
         raise ValueError("mode names must be unique")
     train = read_yaml_mapping(cfg.train_conf)
+    if args.one_mode:  # a child started by time_mode_in_fresh_process
+        mode = next(m for m in cfg.modes if m.name == args.one_mode)
+        write_json(args.result, time_mode(mode, train, cfg))
+        return 0
+    child_argv = ["--conf", args.conf, *(arg for o in args.overrides for arg in ("--set", o))]
     batch = train["optim"]["batch_size"]
     runs: dict[str, list[dict]] = {mode.name: [] for mode in cfg.modes}
     for round_number in range(1, cfg.rounds + 1):
         for mode in cfg.modes:
-            runs[mode.name].append(time_mode_in_fresh_process(mode, train, cfg))
+            runs[mode.name].append(time_mode_in_fresh_process(mode, child_argv))
             last = runs[mode.name][-1]["step_seconds"]
             print(
                 f"bench_train_step: round {round_number}/{cfg.rounds} {mode.name}: "

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+import torch
 import yaml
 from bin_helpers import ROOT, load_bin
 
@@ -26,6 +27,10 @@ def test_modes_run_in_turns_in_their_own_processes_and_ratios_are_against_the_fi
         "[{name: full, freeze_encoder_stages: 0, compile: false, keep_freed_memory: true},"
         " {name: f3, freeze_encoder_stages: 3, compile: false, keep_freed_memory: false}]"
     )
+    # The parent has run parallel tensor work first, as in a full pytest session: a forked child
+    # inherited that OpenMP state and hung (the first version forked); a new process does not.
+    torch.set_num_threads(2)
+    assert float((torch.ones(256, 256) @ torch.ones(256, 256)).sum()) == 256**3
     code = load_bin("bench_train_step").main(
         [
             "--conf", str(ROOT / "conf/bench_train_step.yaml"),

@@ -156,10 +156,11 @@ def summarise(mode: Mode, rounds: list[dict], batch: int) -> dict:
     times = [t for r in rounds for t in r["step_seconds"]]
     median = statistics.median(times)
     faults = statistics.median(f for r in rounds for f in r["minor_page_faults"])
+    peak_rss_mb = max(r["peak_rss_mb"] for r in rounds)
     print(
         f"bench_train_step: {mode.name}: {median * 1000 / batch:.0f} ms/img over {len(rounds)} round(s) "
         f"(first step {rounds[0]['first_step_s']:.1f} s, {faults:.0f} minor page faults a step, "
-        f"peak RSS {max(r['peak_rss_mb'] for r in rounds):.0f} MB)",
+        f"peak RSS {peak_rss_mb:.0f} MB)",
         flush=True,
     )
     return {
@@ -167,7 +168,7 @@ def summarise(mode: Mode, rounds: list[dict], batch: int) -> dict:
         "ms_per_image_by_round": [statistics.median(r["step_seconds"]) * 1000 / batch for r in rounds],
         "minor_page_faults_per_step": faults,
         "first_step_s": rounds[0]["first_step_s"],
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds),
+        "peak_rss_mb": peak_rss_mb,
         "trainable_parameters": rounds[0]["trainable_parameters"],
         "freeze_encoder_stages": mode.freeze_encoder_stages,
         "compile": mode.compile,

@@ -14,7 +14,7 @@ export: setup ## stage: models/best.pt -> models/model.onnx + model.json, parity
 quantize: setup ## stage: models/model.onnx -> models/int8 (INT8 model + model.json), Dice fp32 vs INT8 on val
 	dvc repro quantize
 
-register: setup ## stage: best run by val Dice -> polyp-seg-unet version @staging (reports/register.json)
+register: setup ## stage: the exported model's run -> polyp-seg-unet version @staging (reports/register.json)
 	dvc repro register
 
 gates: setup reports/bench/latency.json ## release gates: test Dice, ONNX parity, signature + example, CPU p50 (exit 1 + table on failure)

@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Register the best run's pyfunc model (by validation Dice) as a registered model version @staging.
+"""Register the exported model's run (or the best run by validation Dice) as a model version @staging.
+
+Which run: the one bin/export.py logged the workspace's model into (`export_report`, the default), so the
+version staged is the model the pipeline evaluated and the gates measure; with `--set export_report=`
+the run of `experiment` with the highest `metric` among those holding a pyfunc model.
 
 Usage: bin/register.py --conf conf/register.yaml [--by NAME] [--set experiment=polyp-seg-smoke ...]
 """
@@ -27,12 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError, IndexError) as exc:
         print(f"register: {exc}", file=sys.stderr)
         return 2
-    from lib.registry import RegistryError, best_run, client, register_run, set_staging, verify_model
+    from lib.registry import (
+        RegistryError,
+        best_run,
+        client,
+        exported_run,
+        register_run,
+        set_staging,
+        verify_model,
+    )
 
     mlflow = setup_mlflow(cfg.experiment)
     c = client()
     try:
-        run = best_run(mlflow, cfg.experiment, cfg.metric)
+        if cfg.export_report:
+            run = exported_run(mlflow, cfg.export_report, cfg.metric)
+        else:
+            run = best_run(mlflow, cfg.experiment, cfg.metric)
     except RegistryError as exc:
         print(f"register: {exc} (run bin/export.py first)", file=sys.stderr)
         return 1
@@ -54,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             "alias": cfg.alias,
             "reused": reused,
             "run_id": run.info.run_id,
+            "picked_by": f"export report {cfg.export_report}" if cfg.export_report else f"best {cfg.metric}",
             cfg.metric: run.data.metrics[cfg.metric],
             "source": version.source,
             "uri": uri,

@@ -137,6 +137,33 @@ def log_exported_models(
     return {"run_id": run_id, **uris}
 
 
+def exported_run(mlflow, export_report: str | Path, metric: str = "best_val_dice"):
+    """The run bin/export.py logged the workspace's ONNX and pyfunc models into (its `mlflow_report`).
+
+    This is the model the pipeline evaluated, quantized and benchmarked, so the gates measure the version
+    they will promote; a better-scoring run left in the experiment by an earlier, reverted experiment is
+    not picked up behind the user's back.
+    """
+    from mlflow.exceptions import MlflowException
+
+    path = Path(export_report)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"cannot read the export report {path}: {exc}") from exc
+    if not isinstance(record, dict) or not record.get("logged") or not record.get("run_id"):
+        raise RegistryError(f"{path} records no MLflow run (bin/export.py ran with log_to_mlflow: false?)")
+    try:
+        run = mlflow.get_run(record["run_id"])
+    except MlflowException as exc:
+        raise RegistryError(
+            f"run {record['run_id']} of {path} is not in {mlflow.get_tracking_uri()}: {exc}"
+        ) from exc
+    if not run.data.tags.get(PYFUNC_TAG) or metric not in run.data.metrics:
+        raise RegistryError(f"run {run.info.run_id} of {path} has no logged pyfunc model or metric {metric}")
+    return run
+
+
 def best_run(mlflow, experiment: str, metric: str = "best_val_dice"):
     """The run of `experiment` with the highest `metric` among runs that hold a logged pyfunc model."""
     exp = mlflow.get_experiment_by_name(experiment)

@@ -107,6 +107,9 @@ class RegisterConfig:
     model_name: str  # registered model name
     alias: str  # alias given to the new (or reused) version
     metric: str  # run metric that ranks candidates, higher is better
+    # bin/export.py's mlflow_report: register the run that logged the workspace's exported model (what
+    # evaluate, quantize and the gates measured); "" = the best run of `experiment` by `metric` instead.
+    export_report: str = ""
 
 
 def registered_model_name(register_conf: str | Path) -> str:

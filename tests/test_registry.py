@@ -81,7 +81,10 @@ def export_tiny(mlflow, tmp_path: Path, meta: dict, decision: Decision | None = 
     run_id, _ = run_for_checkpoint(mlflow, "polyp-seg", meta)
     rgb = read_image(first_val_image())
     x, _ = prepare_input(rgb, 64, info.mean, info.std)
-    return log_exported_models(mlflow, run_id, onnx_path, out / "model.json", small_jpeg(rgb), x)
+    uris = log_exported_models(mlflow, run_id, onnx_path, out / "model.json", small_jpeg(rgb), x)
+    # bin/export.py's mlflow_report: the run bin/register.py registers by default
+    (tmp_path / "export_mlflow.json").write_text(json.dumps({"logged": True, **uris}))
+    return uris
 
 
 def test_unknown_checkpoint_run_gets_a_new_run_with_its_metadata(mlflow):
@@ -138,7 +141,9 @@ def test_pyfunc_polyp_detected_follows_model_json_min_area_and_the_threshold_par
     assert model.predict(frame, params={"threshold": 0.0}).polyp_detected[0]  # all pixels: 1.0 >= 0.99
 
 
-def register_args(tmp_path: Path) -> list[str]:
+def register_args(tmp_path: Path, export_report: str | None = None) -> list[str]:
+    """bin/register.py's arguments; by default it registers the run of the latest export_tiny."""
+    report = str(tmp_path / "export_mlflow.json") if export_report is None else export_report
     return [
         "--conf",
         str(ROOT / "conf/register.yaml"),
@@ -146,19 +151,53 @@ def register_args(tmp_path: Path) -> list[str]:
         "tester",
         "--set",
         f"report={tmp_path}/register.json",
+        "--set",
+        f"export_report={json.dumps(report)}",
     ]
+
+
+def test_register_stages_the_exported_run_not_a_better_earlier_one(mlflow, tmp_path):
+    # An experiment exported a model with a higher validation Dice, then the workspace went back to
+    # the default and exported that: the default's run is what evaluate and the gates measured.
+    export_tiny(mlflow, tmp_path, checkpoint_meta("e" * 32, 0.80, "v-experiment"))
+    ours = export_tiny(mlflow, tmp_path, checkpoint_meta("d" * 32, 0.70, "v-default"))
+    assert load_bin("register").main(register_args(tmp_path)) == 0
+    report = json.loads((tmp_path / "register.json").read_text())
+    assert report["run_id"] == ours["run_id"] and report["tags"]["model_version"] == "v-default"
+    assert report["picked_by"].startswith("export report")
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (None, "cannot read the export report"),
+        ("{not json", "cannot read the export report"),
+        (json.dumps({"logged": False}), "records no MLflow run"),
+        (json.dumps({"logged": True, "run_id": "0" * 32}), "is not in"),
+    ],
+)
+def test_register_refuses_an_export_report_without_a_usable_run(mlflow, tmp_path, capsys, content, reason):
+    export_tiny(mlflow, tmp_path, checkpoint_meta("a" * 32, 0.61, "v-any"))  # a run exists all the same
+    bad = tmp_path / "bad_export.json"
+    if content is not None:
+        bad.write_text(content)
+    assert load_bin("register").main(register_args(tmp_path, str(bad))) == 1
+    assert reason in capsys.readouterr().err
+    assert not client().search_model_versions(f"name='{NAME}'")  # nothing registered
 
 
 def test_register_picks_the_best_run_sets_staging_and_reuses_the_version(mlflow, tmp_path):
     export_tiny(mlflow, tmp_path, checkpoint_meta("a" * 32, 0.61, "v-low"))
     best = export_tiny(mlflow, tmp_path, checkpoint_meta("b" * 32, 0.74, "v-high"))
+    export_tiny(mlflow, tmp_path, checkpoint_meta("c" * 32, 0.66, "v-mid"))  # the latest export
     register = load_bin("register")
-    assert register.main(register_args(tmp_path)) == 0
+    assert register.main(register_args(tmp_path, export_report="")) == 0  # "": the best run by val Dice
     report = json.loads((tmp_path / "register.json").read_text())
     assert report["run_id"] == best["run_id"] and report["alias"] == STAGING and not report["reused"]
+    assert report["picked_by"] == "best best_val_dice"
     assert report["verification"]["has_signature"] and report["verification"]["has_input_example"]
     assert report["tags"]["registered_by"] == "tester" and report["tags"]["model_version"] == "v-high"
-    assert register.main(register_args(tmp_path)) == 0
+    assert register.main(register_args(tmp_path, export_report="")) == 0
     again = json.loads((tmp_path / "register.json").read_text())
     assert again["reused"] and again["version"] == report["version"]
     assert len(client().search_model_versions(f"name='{NAME}'")) == 1

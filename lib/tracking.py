@@ -109,7 +109,7 @@ class RegisterConfig:
     metric: str  # run metric that ranks candidates, higher is better
     # bin/export.py's mlflow_report: register the run that logged the workspace's exported model (what
     # evaluate, quantize and the gates measured); "" = the best run of `experiment` by `metric` instead.
-    export_report: str = ""
+    export_report: str
 
 
 def registered_model_name(register_conf: str | Path) -> str:

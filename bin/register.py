@@ -2,7 +2,7 @@
 """Register the exported model's run (or the best run by validation Dice) as a model version @staging.
 
 Which run: the one bin/export.py logged the workspace's model into (`export_report`, the default), so the
-version staged is the model the pipeline evaluated and the gates measure; with `--set export_report=`
+version staged is the model the pipeline evaluated and the gates measure; with `--set export_report='""'`
 the run of `experiment` with the highest `metric` among those holding a pyfunc model.
 
 Usage: bin/register.py --conf conf/register.yaml [--by NAME] [--set experiment=polyp-seg-smoke ...]

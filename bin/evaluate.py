@@ -6,7 +6,8 @@ Usage: bin/evaluate.py --conf conf/evaluate.yaml [--data DIR [--out DIR]]
 One pass over each split (lib/evaluation.py) predicts every image once and keeps, per image, the
 confusion counts at each candidate operating point (pixel threshold x small-component filter), plus
 PR and calibration sums; polyp-free crops of the same frames (lib/negatives.py) are predicted in the
-same pass. The threshold and the filter (best mean Dice, together) and the image-level minimum area
+same pass. The threshold and the filter (best mean Dice, together, among the points whose false-alarm
+rate on the crops is within negatives.max_fp_image_rate) and the image-level minimum area
 (best balanced accuracy on positives + negatives) are chosen on the `choose_on` split and saved to
 <out_dir>/decision.json (every point tried, with its mean Dice, to operating_points.csv); every split
 is then reported at them, and the robustness split is re-predicted under each corruption of
@@ -61,6 +62,8 @@ class NegativesConfig:
     splits: tuple[str, ...] = ("val", "test")  # splits whose frames give crops
     report: str = "test"  # its crops fill the top-level keys of negatives/metrics.json
     fp_area: float = 0.01  # a crop with more predicted polyp area than this share is a false alarm
+    # operating points with a larger share of false alarms on choose_on's crops are not chosen; None = no cap
+    max_fp_image_rate: float | None = 0.05
     montage: int = 8  # crops with the most predicted area shown in negatives/montage.png
 
 
@@ -112,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if not cfg.component_ratio_grid or not all(0.0 <= r <= 1.0 for r in ratios):
         print(f"evaluate: {args.conf}: component ratios must be in [0, 1], got {ratios}", file=sys.stderr)
+        return 2
+    cap = cfg.negatives.max_fp_image_rate
+    if cap is not None and not 0.0 <= cap <= 1.0:
+        print(
+            f"evaluate: {args.conf}: negatives.max_fp_image_rate must be in [0, 1] or null, got {cap}",
+            file=sys.stderr,
+        )
         return 2
     # Read now, not after an hour of prediction: a broken register config fails before any work.
     trend_model = registered_model_name(cfg.trend.register_conf) if cfg.trend.enabled else None
@@ -195,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     decision = decision or decide(cfg, scans[cfg.choose_on], points, trained)
     k = points.index((decision.threshold, decision.min_component_ratio))
     save_decision(out_dir / "decision.json", decision)
-    write_operating_points(out_dir / "operating_points.csv", points, scans[cfg.choose_on], decision)
+    write_operating_points(
+        out_dir / "operating_points.csv", points, scans[cfg.choose_on], decision, cfg.negatives.fp_area
+    )
     save_config(cfg, out_dir / "config.yaml")
     print(
         f"evaluate: threshold {decision.threshold}, min component ratio {decision.min_component_ratio}, "

@@ -197,6 +197,17 @@ def choose_point(dice: np.ndarray, points, prefer: float) -> tuple[float, float]
     return min((points[i] for i in best), key=lambda p: (abs(p[0] - prefer), p[1]))
 
 
+def points_within_cap(fp_rates, candidates: list[int], cap: float) -> tuple[list[int], bool]:
+    """The candidate point indices whose false-alarm rate `fp_rates[i]` is at most `cap`, and True; when
+    none is, those with the lowest rate, and False (the cap cannot be met; the least alarming compete)."""
+    rates = np.asarray(fp_rates, dtype=np.float64)
+    within = [i for i in candidates if rates[i] <= cap + 1e-12]
+    if within:
+        return within, True
+    lowest = min(rates[i] for i in candidates)
+    return [i for i in candidates if np.isclose(rates[i], lowest, rtol=0, atol=1e-12)], False
+
+
 def image_level(pos_areas, neg_areas, min_area_fraction: float) -> dict:
     """Image-level sensitivity and specificity of `polyp_detected` from predicted area shares.
 

@@ -7,6 +7,7 @@ point chosen from it (`decide`), and the reports written at that point (per spli
 from __future__ import annotations
 
 import csv
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from lib.decision import (
     load_decision,
     masks_at_points,
     min_area_candidates,
+    points_within_cap,
 )
 from lib.io import read_image, read_mask, write_image, write_json
 from lib.metrics import confusion, count_metrics, pr_curve, summarise, threshold_histograms
@@ -52,6 +54,13 @@ class Scan:
         """Predicted share of every polyp-free picture: images with an empty mask, then the crops."""
         empty = np.array([c[0, 0] + c[0, 2] == 0 for c in self.counts], bool)
         return np.concatenate([self.areas(k)[empty], [a[k] for a in self.crop_areas]])
+
+    def crop_fp_rates(self, fp_area: float) -> np.ndarray | None:
+        """Share of the polyp-free crops with more than `fp_area` predicted, at every point: `(P,)`,
+        what negatives/metrics.json reports as `fp_image_rate`; None without crops."""
+        if not self.crop_areas:
+            return None
+        return np.mean(np.stack(self.crop_areas) > fp_area, axis=0)
 
     def positive_areas(self, k: int) -> np.ndarray:
         return self.areas(k)[[c[0, 0] + c[0, 2] > 0 for c in self.counts]]
@@ -100,32 +109,54 @@ def scan_split(name, stems, images, masks, predict, grid, cfg, crop_size: int | 
 def decide(cfg, scan: Scan, points: list[tuple[float, float]], trained: float) -> Decision:
     """Threshold and small-component filter (best mean Dice over `points`, ties to the checkpoint's
     threshold `trained`), then min area (best balanced accuracy) on the choose_on scan; a min area given
-    in the config is kept. `points` are the scan's (threshold, min_component_ratio) candidates."""
+    in the config is kept. `points` are the scan's (threshold, min_component_ratio) candidates.
+
+    With `negatives.max_fp_image_rate` set and crops in the scan, only points whose false-alarm rate on
+    the crops is within it compete: a lower threshold often buys a little Dice on polyp frames with
+    many more alarms on polyp-free tissue. When no point is within it, the least alarming ones compete
+    and the decision says so."""
     keep = [i for i, (t, _) in enumerate(points) if cfg.threshold == "auto" or t == trained]
+    cap = cfg.negatives.max_fp_image_rate if cfg.negatives.enabled else None
+    rates = scan.crop_fp_rates(cfg.negatives.fp_area)
+    capped = ""
+    if cap is not None and rates is not None:
+        keep, met = points_within_cap(rates, keep, cap)
+        capped = f", false alarms <= {cap:g}" if met else f", false-alarm cap {cap:g} not met"
+        if not met:
+            print(
+                f"evaluate: no operating point has at most {cap:g} false alarms on {cfg.choose_on}'s "
+                f"{len(scan.crop_areas)} crops; choosing among those with the fewest ({rates[keep[0]]:.3f})",
+                file=sys.stderr,
+            )
     threshold, ratio = choose_point(scan.dice()[:, keep], [points[i] for i in keep], trained)
     k = points.index((threshold, ratio))  # "checkpoint" above: only the filter is still chosen
     where = f"{cfg.choose_on} ({len(scan.stems)} images"
     if cfg.min_area_fraction != "auto":
-        return Decision(threshold, cfg.min_area_fraction, f"{where}; min area from the config)", ratio)
+        return Decision(
+            threshold, cfg.min_area_fraction, f"{where}; min area from the config{capped})", ratio
+        )
     negatives = scan.negative_areas(k)
     if negatives.size == 0:  # nothing polyp-free to weigh false alarms against: any pixel counts
         return Decision(threshold, 0.0, f"{where}; no negatives, so min area 0)", ratio)
     min_area = choose_min_area(scan.positive_areas(k), negatives, min_area_candidates())
-    return Decision(threshold, min_area, f"{where} + {len(scan.crop_areas)} negative crops)", ratio)
+    return Decision(threshold, min_area, f"{where} + {len(scan.crop_areas)} negative crops{capped})", ratio)
 
 
 def write_operating_points(
-    path: Path, points: list[tuple[float, float]], scan: Scan, decision: Decision
+    path: Path, points: list[tuple[float, float]], scan: Scan, decision: Decision, fp_area: float
 ) -> None:
-    """The choice laid open: mean Dice of the choose_on scan at every candidate point, the chosen marked."""
+    """The choice laid open: mean Dice of the choose_on scan at every candidate point and the share of its
+    crops with more than `fp_area` predicted, the chosen point marked."""
     means = scan.dice().mean(axis=0)
+    rates = scan.crop_fp_rates(fp_area)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["threshold", "min_component_ratio", "dice_mean", "chosen"])
-        for (t, r), mean in zip(points, means, strict=True):
+        writer.writerow(["threshold", "min_component_ratio", "dice_mean", "crop_fp_image_rate", "chosen"])
+        for p, ((t, r), mean) in enumerate(zip(points, means, strict=True)):
             chosen = (t, r) == (decision.threshold, decision.min_component_ratio)
-            writer.writerow([t, r, round(float(mean), 6), int(chosen)])
+            rate = "" if rates is None else round(float(rates[p]), 6)  # blank: no crops in the scan
+            writer.writerow([t, r, round(float(mean), 6), rate, int(chosen)])
 
 
 def decision_for_data(cfg, conf: str, trained: float) -> Decision:

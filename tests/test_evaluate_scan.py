@@ -14,6 +14,14 @@ from lib.tracking import log_to_run
 POINTS = [(0.4, 0.0), (0.5, 0.0)]  # (threshold, min_component_ratio)
 
 
+def settings(threshold="auto", min_area_fraction="auto", max_fp_image_rate=None, enabled=True):
+    """The EvaluateConfig keys decide() reads; no false-alarm cap unless given."""
+    negatives = SimpleNamespace(enabled=enabled, fp_area=0.01, max_fp_image_rate=max_fp_image_rate)
+    return SimpleNamespace(
+        threshold=threshold, choose_on="val", min_area_fraction=min_area_fraction, negatives=negatives
+    )
+
+
 def scan() -> Scan:
     """Two 10x10 images at thresholds 0.4 and 0.5: a polyp found at both, an empty frame with a false
     alarm at 0.4 only; and one polyp-free crop with 5 % predicted at 0.4 and 3 % at 0.5."""
@@ -32,7 +40,7 @@ def test_scan_areas_split_into_positives_and_negatives():
 
 
 def test_decide_picks_the_best_threshold_and_a_separating_min_area():
-    cfg = SimpleNamespace(threshold="auto", choose_on="val", min_area_fraction="auto")
+    cfg = settings()
     decision = decide(cfg, scan(), POINTS, trained=0.4)
     assert decision.threshold == 0.5  # mean Dice 1 against 0.94 at 0.4
     # the smallest candidate above the crop's 3 % that still counts the polyp's 20 %
@@ -41,12 +49,12 @@ def test_decide_picks_the_best_threshold_and_a_separating_min_area():
 
 
 def test_decide_keeps_the_checkpoint_threshold_and_a_configured_min_area():
-    cfg = SimpleNamespace(threshold="checkpoint", choose_on="val", min_area_fraction=0.01)
+    cfg = settings("checkpoint", 0.01)
     assert decide(cfg, scan(), POINTS, trained=0.4) == Decision(
         0.4, 0.01, "val (2 images; min area from the config)"
     )
     no_negatives = Scan(["a"], [np.array([[20, 5, 0, 75], [20, 0, 0, 80]])])
-    cfg = SimpleNamespace(threshold="auto", choose_on="val", min_area_fraction="auto")
+    cfg = settings()
     assert decide(cfg, no_negatives, POINTS, trained=0.4).min_area_fraction == 0.0
 
 
@@ -57,12 +65,12 @@ def test_decide_chooses_threshold_and_filter_together_and_reads_areas_at_that_po
     empty = np.array([[0, 10, 0, 90], [0, 6, 0, 94], [0, 10, 0, 90], [0, 6, 0, 94]])
     s = Scan(["a", "b"], [polyp, empty], [(10, 10)] * 2, [("b", 0)], [np.array([0.05, 0.04, 0.03, 0.02])])
     points = [(0.4, 0.0), (0.4, 0.3), (0.5, 0.0), (0.5, 0.3)]
-    cfg = SimpleNamespace(threshold="auto", choose_on="val", min_area_fraction="auto")
+    cfg = settings()
     decision = decide(cfg, s, points, trained=0.5)
     assert (decision.threshold, decision.min_component_ratio) == (0.4, 0.3)
     # min area separates the polyp's 20 % from the negatives' 6 % and 4 % at that point, not at another
     assert 0.06 < decision.min_area_fraction <= 0.2
-    cfg = SimpleNamespace(threshold="checkpoint", choose_on="val", min_area_fraction=0.01)
+    cfg = settings("checkpoint", 0.01)
     assert (
         decide(cfg, s, points, trained=0.5).threshold,
         decide(cfg, s, points, trained=0.5).min_component_ratio,
@@ -72,13 +80,48 @@ def test_decide_chooses_threshold_and_filter_together_and_reads_areas_at_that_po
 def test_every_point_tried_is_written_with_its_mean_dice_and_the_choice_marked(tmp_path):
     import csv
 
-    cfg = SimpleNamespace(threshold="auto", choose_on="val", min_area_fraction="auto")
+    cfg = settings()
     decision = decide(cfg, scan(), POINTS, trained=0.4)
-    write_operating_points(tmp_path / "points.csv", POINTS, scan(), decision)
+    write_operating_points(tmp_path / "points.csv", POINTS, scan(), decision, fp_area=0.04)
     rows = list(csv.DictReader(open(tmp_path / "points.csv")))
     assert [(float(r["threshold"]), float(r["min_component_ratio"])) for r in rows] == POINTS
     assert float(rows[1]["dice_mean"]) == 1.0 and float(rows[0]["dice_mean"]) == pytest.approx((40 / 45) / 2)
     assert [r["chosen"] for r in rows] == ["0", "1"]
+    assert [float(r["crop_fp_image_rate"]) for r in rows] == [1.0, 0.0]  # the crop: 5 % at 0.4, 3 % at 0.5
+    no_crops = Scan(["a"], [np.array([[20, 5, 0, 75], [20, 0, 0, 80]])])
+    write_operating_points(tmp_path / "points.csv", POINTS, no_crops, decision, fp_area=0.04)
+    assert [r["crop_fp_image_rate"] for r in csv.DictReader(open(tmp_path / "points.csv"))] == ["", ""]
+
+
+def alarming_scan() -> Scan:
+    """One polyp image, best at 0.4 (Dice 0.95 against 0.9 at 0.5); two polyp-free crops, one of them
+    with 5 % predicted at 0.4 and nothing at 0.5."""
+    polyp = np.array([[19, 1, 1, 79], [18, 2, 2, 78]])
+    return Scan(["a"], [polyp], [(10, 10)], [("a", 0), ("a", 1)], [np.array([0.05, 0.0]), np.zeros(2)])
+
+
+def test_the_false_alarm_cap_rules_out_the_best_dice_point():
+    s = alarming_scan()
+    assert s.crop_fp_rates(0.01).tolist() == [0.5, 0.0]
+    assert decide(settings(), s, POINTS, trained=0.5).threshold == 0.4  # no cap: best Dice
+    assert decide(settings(max_fp_image_rate=0.5), s, POINTS, trained=0.5).threshold == 0.4  # within it
+    capped = decide(settings(max_fp_image_rate=0.05), s, POINTS, trained=0.4)
+    assert capped.threshold == 0.5
+    assert capped.chosen_on == "val (1 images + 2 negative crops, false alarms <= 0.05)"
+    # negatives off: no crops weigh in, the cap is not applied
+    assert decide(settings(max_fp_image_rate=0.05, enabled=False), s, POINTS, trained=0.5).threshold == 0.4
+
+
+def test_when_no_point_meets_the_cap_the_least_alarming_is_chosen_and_said(capsys):
+    polyp = np.array([[19, 1, 1, 79], [18, 2, 2, 78]])
+    crops = [np.array([0.05, 0.02]), np.array([0.05, 0.0])]  # alarms: both crops at 0.4, one at 0.5
+    s = Scan(["a"], [polyp], [(10, 10)], [("a", 0), ("a", 1)], crops)
+    decision = decide(settings(max_fp_image_rate=0.05), s, POINTS, trained=0.4)
+    assert decision.threshold == 0.5 and "false-alarm cap 0.05 not met" in decision.chosen_on
+    assert "fewest (0.500)" in capsys.readouterr().err
+    # the cap narrows the candidates, it does not override threshold: checkpoint
+    pinned = decide(settings("checkpoint", max_fp_image_rate=0.05), s, POINTS, trained=0.4)
+    assert pinned.threshold == 0.4 and "not met" in pinned.chosen_on
 
 
 def test_another_centre_reuses_the_main_decision_else_the_checkpoint(tmp_path):

@@ -9,10 +9,10 @@ PR and calibration sums; polyp-free crops of the same frames (lib/negatives.py) 
 same pass. The threshold and the filter (best mean Dice, together, among the points whose false-alarm
 rate on the crops is within negatives.max_fp_image_rate) and the image-level minimum area
 (best balanced accuracy on positives + negatives) are chosen on the `choose_on` split and saved to
-<out_dir>/decision.json (every point tried, with its mean Dice, to operating_points.csv); every split
-is then reported at them, and the robustness split is re-predicted under each corruption of
-lib/corruptions.py. The report's quality trend (lib/trend.py, trend.png) shows every registered
-version's test Dice/IoU beside this evaluation's.
+<out_dir>/decision.json (every point tried, with its mean Dice and crop false-alarm rate, to
+operating_points.csv); every split is then reported at them, and the robustness split is re-predicted
+under each corruption of lib/corruptions.py. The report's quality trend (lib/trend.py, trend.png) shows
+every registered version's test Dice/IoU beside this evaluation's.
 
 The threshold search starts from the checkpoint's threshold (conf/train.yaml's, stored by
 bin/train.py): it joins the grid and wins ties; `threshold: checkpoint` keeps it without a search.

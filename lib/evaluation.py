@@ -28,7 +28,7 @@ from lib.decision import (
 )
 from lib.io import read_image, read_mask, write_image, write_json
 from lib.metrics import confusion, count_metrics, pr_curve, summarise, threshold_histograms
-from lib.negatives import crop_negatives, false_alarm_summary
+from lib.negatives import crop_negatives, false_alarm_rate, false_alarm_summary
 from lib.overlay import caption, draw_overlay, montage
 from lib.plots import dice_histogram_png, pr_curve_png, reliability_png
 
@@ -58,9 +58,7 @@ class Scan:
     def crop_fp_rates(self, fp_area: float) -> np.ndarray | None:
         """Share of the polyp-free crops with more than `fp_area` predicted, at every point: `(P,)`,
         what negatives/metrics.json reports as `fp_image_rate`; None without crops."""
-        if not self.crop_areas:
-            return None
-        return np.mean(np.stack(self.crop_areas) > fp_area, axis=0)
+        return false_alarm_rate(np.stack(self.crop_areas), fp_area) if self.crop_areas else None
 
     def positive_areas(self, k: int) -> np.ndarray:
         return self.areas(k)[[c[0, 0] + c[0, 2] > 0 for c in self.counts]]

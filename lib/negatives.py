@@ -89,6 +89,12 @@ def crop_negatives(
     return crops
 
 
+def false_alarm_rate(areas, fp_area: float):
+    """Share of crops whose predicted polyp area share exceeds `fp_area`: the one definition of a false
+    alarm. `areas` `(N,)` gives a float; `(N, P)` (each crop at P operating points) gives `(P,)`."""
+    return np.mean(np.asarray(areas, dtype=np.float64) > fp_area, axis=0)
+
+
 def false_alarm_summary(areas, fp_area: float = 0.01) -> dict:
     """Figures for polyp-free crops from their predicted polyp area shares (`(N,)` floats in [0, 1]).
 
@@ -98,7 +104,7 @@ def false_alarm_summary(areas, fp_area: float = 0.01) -> dict:
     a = np.asarray(areas, dtype=np.float64)
     return {
         "n_images": int(a.size),
-        "fp_image_rate": float(np.mean(a > fp_area)) if a.size else None,
+        "fp_image_rate": float(false_alarm_rate(a, fp_area)) if a.size else None,
         "fp_area_mean": float(a.mean()) if a.size else None,
         "fp_area": fp_area,
     }

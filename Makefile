@@ -74,7 +74,7 @@ drift_reference: setup ## stage: image + model-side features of the val images -
 	dvc repro $@
 
 .PHONY: drift-report
-drift-report: setup ## drift report: shadow/ (or CURRENT=DIR) vs the val reference -> reports/drift/index.html, drift.json
+drift-report: setup ## drift report: shadow/ (or CURRENT=DIR -> reports/drift-<name>/) vs the val reference -> reports/drift/index.html, drift.json
 	$(PY) bin/drift_report.py --conf conf/drift_report.yaml $(if $(CURRENT),--current $(CURRENT))
 
 smoke: data ## train and evaluate on 16 images in a few minutes (conf/smoke/)
@@ -83,6 +83,11 @@ smoke: data ## train and evaluate on 16 images in a few minutes (conf/smoke/)
 
 data: setup ## fetch, validate, split and preprocess the data (dvc repro preprocess)
 	dvc repro preprocess
+
+.PHONY: shifted-source
+shifted-source: fetch_data ## own-data demo: train split under a colour/size/format shift [LAYOUT=folder|folder-nested|nnunet] [OUT=DIR] [FORCE=1] -> data/own/kvasir-shifted
+	$(PY) bin/shift_source.py --conf conf/shift_source.yaml $(if $(LAYOUT),--set layout=$(LAYOUT)) \
+		$(if $(OUT),--set out_dir=$(OUT)) $(if $(FORCE),--force)
 
 all: setup ## run the whole pipeline (dvc repro)
 	dvc repro

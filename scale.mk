@@ -10,7 +10,7 @@ predict-batch: setup ## masks for INPUT=folder-or-glob into OUTPUT=dir on Ray Da
 	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make predict-batch INPUT=DIR_OR_GLOB OUTPUT=DIR"; exit 2; }
 	$(PY) bin/predict_batch.py --conf conf/predict_batch.yaml --input '$(INPUT)' --output '$(OUTPUT)'
 
-predict-video: setup ## overlay the predicted mask on every frame of INPUT=video into OUTPUT=video
+predict-video: setup ## overlay the predicted mask on every frame of INPUT=video into OUTPUT=video; report -> reports/video/<stem>.json
 	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make predict-video INPUT=VIDEO OUTPUT=VIDEO"; exit 2; }
 	$(PY) bin/predict_video.py --conf conf/predict_video.yaml --input '$(INPUT)' --output '$(OUTPUT)'
 

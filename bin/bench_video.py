@@ -2,7 +2,8 @@
 """Benchmark the video overlay: fps on a 720p video made from validation frames, and whether temporal
 smoothing helps (Dice against the panned ground truth, and flicker between consecutive masks).
 
-Writes the video overlay report of bin/predict_video.py (reports/bench/video.json) and
+Writes the video overlay report of bin/predict_video.py (fps_report: reports/bench/video.json, passed as
+its --report; make predict-video writes reports/video/<stem>.json instead) and
 reports/bench/video_smoothing.json. Validation frames: smoothing is a decision, so never test.
 
 Usage: bin/bench_video.py --conf conf/bench_video.yaml
@@ -31,6 +32,7 @@ from lib.video import FrameSegmenter, load_predict_video_config, pan_frames, run
 @dataclass(frozen=True)
 class BenchVideoConfig:
     predict_conf: str  # conf/predict_video.yaml: the model, threads and codec the fps run uses
+    fps_report: str  # reports/bench/video.json: the fps run's report (predict_video.py --report)
     images_dir: str
     masks_dir: str
     split: str  # validation stems
@@ -83,6 +85,22 @@ def smoothing_run(video: Path, truth: list[np.ndarray], segment: FrameSegmenter,
     }
 
 
+def fps_command(cfg: BenchVideoConfig, video: Path, output: Path) -> list[str]:
+    """bin/predict_video.py on the test video, its report at fps_report (not make predict-video's path)."""
+    return [
+        sys.executable,
+        "bin/predict_video.py",
+        "--conf",
+        cfg.predict_conf,
+        "--input",
+        str(video),
+        "--output",
+        str(output),
+        "--report",
+        cfg.fps_report,
+    ]
+
+
 @script("bench_video")
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0], "conf/bench_video.yaml")
@@ -97,16 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             f"from {cfg.images} validation images"
         )
         # The real script in its own process: its report is the fps figure users will see.
-        fps_run = [
-            sys.executable,
-            "bin/predict_video.py",
-            "--conf",
-            cfg.predict_conf,
-            "--input",
-            str(video),
-            "--output",
-            str(Path(tmp) / "overlay.mp4"),
-        ]
+        fps_run = fps_command(cfg, video, Path(tmp) / "overlay.mp4")
         if status := subprocess.run(fps_run, check=False).returncode:
             return status
 

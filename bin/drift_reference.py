@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from lib.cli import parser, script
 from lib.config import ConfigError, load_config
 from lib.drift import DriftInputError, feature_table, load_model
 from lib.io import read_csv_stems, write_text
 from lib.model_contract import ModelContractError
+from lib.sources import read_catalog
 
 
 @dataclass(frozen=True)
 class DriftReferenceConfig:
     model: str  # models/model.onnx, with model.json beside it
-    images_dir: str  # original images, <stem>.jpg
+    catalog: str  # data/catalog.csv: every stem's original image
     split: str  # CSV of stems: the reference population
     out: str  # reports/drift/reference.csv
     threads: int  # onnxruntime intra-op threads
@@ -37,7 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     stems = read_csv_stems(cfg.split)
     if not stems:
         raise ConfigError(f"{cfg.split}: no images listed")
-    images = [(s, Path(cfg.images_dir) / f"{s}.jpg") for s in stems]
+    paths = read_catalog(cfg.catalog).images
+    unknown = [s for s in stems if s not in paths]
+    if unknown:
+        raise FileNotFoundError(
+            f"{len(unknown)} stem(s) of {cfg.split} not in {cfg.catalog}, e.g. {unknown[0]}"
+        )
+    images = [(s, paths[s]) for s in stems]
     missing = [str(p) for _, p in images if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} image(s) of {cfg.split} missing, e.g. {missing[0]}")

@@ -2,11 +2,16 @@
 """Compare current images (the server's shadow directory, or any folder) with the validation reference.
 
 Writes OUT/index.html (Evidently's report), OUT/drift.json (dataset drift, per-feature drift scores,
-the model version) and OUT/features.csv (the current images' features), and attaches index.html and
-drift.json to the MLflow run of the model version that produced the predictions. Exit 0; with
---fail-on-drift, 3 when the dataset drifted; 2 on bad input (too few images, no reference, ...).
+the model version) and OUT/features.csv (the current images' features). OUT is the conf's out_dir
+(reports/drift) for the shadow window, reports/drift-<folder name> for --current DIR: a report on other
+images never replaces the pipeline's. MLflow: the shadow window's drift.json goes to the run of the model
+version that produced the predictions; a given folder's drift.json, features.csv and drift metrics go to a
+run of its own (`drift <folder name>`, tagged model_version and data_source; lib/drift_tracking.py
+own_run). index.html, like any picture, is logged only when asked (log_images: true or --log-images).
+Exit 0; with --fail-on-drift, 3 when the dataset drifted; 2 on bad input (too few images, no reference, ...).
 
 Usage: bin/drift_report.py --conf conf/drift_report.yaml [--current DIR] [--out DIR] [--fail-on-drift]
+       [--log-images]
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from lib.drift import (
     served_versions,
     summarise,
 )
-from lib.drift_tracking import log_to_model_run, model_mismatch, model_run
+from lib.drift_tracking import log_to_model_run, model_mismatch, model_run, own_run
 from lib.io import write_json, write_text
 from lib.model_contract import ModelContractError
+from lib.tracking import finish_own_data_run
 
 EXIT_DRIFT = 3  # --fail-on-drift: a scheduled job or CI step fails on this
 
@@ -49,7 +55,8 @@ class DriftReportConfig:
     threshold: float  # that test's drift threshold
     drift_share: float  # share of drifted columns that makes the dataset drift
     threads: int  # onnxruntime intra-op threads
-    log_to_mlflow: bool  # attach the report to the model version's run
+    log_to_mlflow: bool  # attach the report to the model version's run (--current DIR: to a run of its own)
+    log_images: bool  # also log index.html (and any picture) to MLflow; --log-images sets it
 
 
 def parse_args(argv: list[str] | None):
@@ -57,7 +64,14 @@ def parse_args(argv: list[str] | None):
     p.add_argument(
         "--current", metavar="DIR", help="folder of JPEG/PNG images (default: the conf's shadow_dir)"
     )
-    p.add_argument("--out", metavar="DIR", help="output folder (default: the conf's out_dir)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default: the conf's out_dir; with --current, drift-<folder name> beside it)",
+    )
+    p.add_argument(
+        "--log-images", action="store_true", help="also log index.html to MLflow (log_images: true)"
+    )
     p.add_argument("--fail-on-drift", action="store_true", help=f"exit {EXIT_DRIFT} when the dataset drifted")
     return p.parse_args(argv)
 
@@ -100,10 +114,15 @@ def main(argv: list[str] | None = None) -> int:
 
     evaluation = run_evidently(reference, current, cfg.method, cfg.threshold, cfg.drift_share)
     summary = summarise(evaluation.dict(), cfg.drift_share)
-    out = Path(args.out or cfg.out_dir)
+    # A given folder's report goes beside the pipeline's (reports/drift-<name>), never over it.
+    own_folder = Path(cfg.out_dir).parent / f"drift-{Path(source).resolve().name}"
+    out = Path(args.out or (own_folder if args.current else cfg.out_dir))
+    log_images = cfg.log_images or args.log_images
     out.mkdir(parents=True, exist_ok=True)
     evaluation.save_html(str(out / "index.html"))
     write_text(out / "features.csv", current.to_csv(index=False))
+    if args.current and cfg.log_to_mlflow:  # someone's own images: a run of its own, never the model's
+        run = own_run(source, version, run)
     artifact_path = "drift_report/" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     report = {
         "dataset_drift": summary.pop("dataset_drift"),
@@ -121,7 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         },
         "model": {"path": model.path, "model_version": model.meta.model_version, "sha256": model.sha256},
         "served_share_max_abs_diff": served_share_difference(found, current, model.meta.threshold),
-        "mlflow": {**run, "logged": run["found"], "artifact_path": artifact_path if run["found"] else None},
+        "mlflow": {
+            **run,
+            "logged": run["found"],
+            "artifact_path": (("" if args.current else artifact_path) if run["found"] else None),
+            "images_logged": log_images,
+        },
         "warnings": warnings,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": to_dict(cfg),
@@ -129,7 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / "drift.json", report)
     if run["found"]:
         try:
-            log_to_model_run(run["run_id"], [out / "index.html", out / "drift.json"], artifact_path)
+            if args.current:  # drift.json, features.csv and the drift metrics; index.html only if asked
+                scores = {n: {"drift_score": f["drift_score"]} for n, f in summary["features"].items()}
+                metrics = {
+                    "dataset_drift": float(report["dataset_drift"]),
+                    "drifted_share": float(report["drifted_share"]),
+                    "n_current": float(len(current)),
+                    "features": scores,
+                }
+                files = [out / "index.html", out / "drift.json", out / "features.csv"]
+                finish_own_data_run(run["run_id"], {"drift": metrics}, out, log_images, files=files)
+            else:
+                files = [out / "index.html", out / "drift.json"]
+                log_to_model_run(run["run_id"], files, artifact_path, log_images)
         except Exception as err:  # the report stands without MLflow; say so in drift.json
             report["mlflow"].update(logged=False, artifact_path=None, reason=f"logging failed: {err}"[:300])
             write_json(out / "drift.json", report)

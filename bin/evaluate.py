@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Evaluate a checkpoint: choose the operating point on validation, then report every split once.
 
-Usage: bin/evaluate.py --conf conf/evaluate.yaml [--data DIR [--out DIR]]
+Usage: bin/evaluate.py --conf conf/evaluate.yaml [--data DIR [--out DIR] [--log-images]]
 
 One pass over each split (lib/evaluation.py) predicts every image once and keeps, per image, the
 confusion counts at each candidate operating point (pixel threshold x small-component filter), plus
@@ -21,7 +21,11 @@ With --data DIR (another centre's images/ + masks/, any format lib/io.py reads) 
 validation split: the decision is read from <out_dir>/decision.json of the main run when it exists,
 else the checkpoint's threshold and the config's min area and filter (0 for `auto`), and the line printed
 says which.
-Negatives, calibration and robustness are computed on DIR itself.
+Negatives, calibration and robustness are computed on DIR itself. The report goes to reports/eval-<name>
+(never the pipeline's reports/eval), and MLflow gets a run of its own (`evaluate <name>` in
+lib.tracking.OWN_DATA_EXPERIMENT, tagged model_version and data_source=<name>; never the training run)
+with the metrics and the report's tables only: no image, overlay, montage, plot or HTML page leaves the
+machine unless asked (log_images: true or --log-images; lib.tracking.is_image_artifact says what counts).
 """
 
 from __future__ import annotations
@@ -46,12 +50,20 @@ from lib.evaluation import (
     write_split,
 )
 from lib.inference import predict_probability, torch_runner
-from lib.io import find_pair_dirs, list_images, read_csv_stems, write_json
+from lib.io import read_csv_stems, write_json
 from lib.model import load_checkpoint
 from lib.negatives import CropSpec
 from lib.plots import robustness_png, trend_png
 from lib.report import render_index, trend_section
-from lib.tracking import data_revision, git_state, log_to_run, registered_model_name
+from lib.sources import folder_catalog, folder_revision, read_catalog
+from lib.tracking import (
+    data_revision,
+    finish_own_data_run,
+    git_state,
+    log_to_run,
+    own_data_run,
+    registered_model_name,
+)
 from lib.trend import TrendConfig, candidate_point, quality_trend
 
 
@@ -79,7 +91,7 @@ class RobustnessConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     checkpoint: str  # models/best.pt from bin/train.py
-    data_dir: str  # folder holding images/ and masks/ at original size
+    catalog: str  # data/catalog.csv: every stem's original image and mask (metrics at full size)
     splits: dict[str, str]  # split name -> CSV of stems
     out_dir: str  # reports folder
     trend: TrendConfig  # registered versions + this evaluation -> trend.png and the report's section
@@ -97,9 +109,19 @@ class EvaluateConfig:
     seed: int = 42  # random overlays, crops, corruptions
     threads: int = 2  # torch threads
     tta: Literal["none", "hflip", "hvflip"] = "none"  # flip test-time augmentation (1, 2 or 4 passes)
-    log_to_mlflow: bool = True  # log to the checkpoint's training run
+    log_to_mlflow: bool = True  # log to the checkpoint's training run (with --data: a run of its own)
+    log_images: bool = False  # --data only: also log its images, overlays, plots and HTML (--log-images)
     negatives: NegativesConfig = NegativesConfig()
     robustness: RobustnessConfig = RobustnessConfig()
+
+
+def log_own_data(data: str, meta: dict, results: dict, out_dir: Path, log_images: bool) -> str:
+    """evaluate --data's MLflow run: `evaluate <folder name>`, never the checkpoint's training run."""
+    try:
+        run_id = own_data_run("evaluate", data, meta["model_version"], {"model_run_id": str(meta["run_id"])})
+        return finish_own_data_run(run_id, results, out_dir, log_images)
+    except Exception as exc:  # the report stands without MLflow: say so, don't fail
+        return f"not logged to MLflow ({type(exc).__name__}: {str(exc).strip()[:200]})"
 
 
 @script("evaluate")
@@ -107,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0], "conf/evaluate.yaml")
     p.add_argument("--data", help="evaluate every image/mask pair of this folder instead of the splits")
     p.add_argument("--out", help="reports folder (default: out_dir; with --data, reports/eval-<name>)")
+    p.add_argument(
+        "--log-images",
+        action="store_true",
+        help="with --data: also log the folder's overlays, plots and HTML to MLflow (log_images: true)",
+    )
     args = p.parse_args(argv)
     cfg = load_config(EvaluateConfig, args.conf, args.overrides)
     ratios = [
@@ -125,12 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Read now, not after an hour of prediction: a broken register config fails before any work.
     trend_model = registered_model_name(cfg.trend.register_conf) if cfg.trend.enabled else None
-    images_dir, masks_dir = find_pair_dirs(args.data or cfg.data_dir)
-    images, masks = list_images(images_dir), list_images(masks_dir)
+    catalog = folder_catalog(args.data)[0] if args.data else read_catalog(cfg.catalog)
+    images, masks = catalog.images, catalog.masks
     out_dir, decision = Path(args.out or cfg.out_dir), None
     if args.data:  # the folder is the only split: every section runs on it, the decision is reused
         name = Path(args.data).resolve().name
-        splits = {name: sorted(set(images) & set(masks))}
+        splits = {name: list(images)}
         out_dir = Path(args.out or Path(cfg.out_dir).parent / f"eval-{name}")
         cfg = replace(
             cfg,
@@ -140,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         splits = {name: read_csv_stems(csv_path) for name, csv_path in cfg.splits.items()}
+        # A split no source fills (external.csv without an external source) is left out, saying so.
+        for name in [n for n, stems in splits.items() if not stems and n != cfg.choose_on]:
+            print(f"evaluate: split {name} ({cfg.splits[name]}) is empty: not evaluated")
+            del splits[name]
     splits = {name: stems[: cfg.limit] if cfg.limit else stems for name, stems in splits.items()}
     for name, stems in splits.items():
         missing = [s for s in stems if s not in images or s not in masks]
@@ -179,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     provenance = {
         "git_sha": sha,
         "git_dirty": dirty,
-        "data_rev": data_revision(),
+        "data_rev": folder_revision(args.data) if args.data else data_revision(),
         "model_version": meta["model_version"],
         "model_git_sha": meta["git_sha"],
         "checkpoint": cfg.checkpoint,
@@ -241,7 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     page = render_index(results, meta, decision, extra.get("negatives"), extra.get("robustness"), section)
     (out_dir / "index.html").write_text(page)
     logged = "MLflow logging off"
-    if cfg.log_to_mlflow:
+    if cfg.log_to_mlflow and args.data:  # someone's own images: a run of its own, tables only unless asked
+        images = cfg.log_images or args.log_images
+        logged = log_own_data(args.data, meta, {**results, **extra}, out_dir, images)
+    elif cfg.log_to_mlflow:  # the pipeline's splits (public Kvasir-SEG): the training run, whole report
         logged = log_to_run(meta["run_id"], {**results, **extra}, str(out_dir))
     line = ", ".join(
         f"{n}: {m['n_images']} images dice={m['dice_mean']:.4f} iou={m['iou_mean']:.4f}"

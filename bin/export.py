@@ -20,6 +20,7 @@ from lib.model_contract import write_model_json
 from lib.onnx_export import check_onnx, export_onnx, model_metadata, parity
 from lib.onnx_session import make_session, session_runner
 from lib.preprocess import prepare_input
+from lib.sources import read_catalog
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class ExportConfig:
     out_dir: str  # model.onnx, model_dynamic.onnx, model.json, export_config.yaml
     parity_report: str  # reports/export/parity.json
     mlflow_report: str  # reports/export/mlflow.json: run id and model URIs
-    images_dir: str  # original images (JPEG) read for the parity check
+    catalog: str  # data/catalog.csv: the original images read for the parity check
     parity_split: str  # CSV of stems; its first `parity_images` are compared
     decision: str  # reports/eval/decision.json from bin/evaluate.py: threshold + image-level rule
     parity_images: int = 5  # images compared between PyTorch and onnxruntime
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(ExportConfig, args.conf, args.overrides)
         decision = read_decision(cfg.decision)
         stems = read_csv_stems(cfg.parity_split)[: cfg.parity_images]
-        images = {s: read_image(Path(cfg.images_dir) / f"{s}.jpg") for s in stems}
+        originals = read_catalog(cfg.catalog).images
+        images = {s: read_image(originals[s]) for s in stems}
     except (ConfigError, OSError, ValueError) as exc:
         print(f"export: {exc}", file=sys.stderr)
         return 2
@@ -122,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         run_id, created = run_for_checkpoint(mlflow, cfg.experiment, ckpt["metadata"])
         example = small_jpeg(images[stems[0]])
         x, _ = prepare_input(decode_image(example), size, mean, std)
-        uris = log_exported_models(mlflow, run_id, paths["static"], out / "model.json", example, x)
+        uris = log_exported_models(
+            mlflow, run_id, paths["static"], out / "model.json", example, x, checkpoint=Path(cfg.checkpoint)
+        )
         record = {"logged": True, **uris, "created_run": created, "tracking_uri": mlflow.get_tracking_uri()}
         logged = f"logged to {'new ' if created else ''}run {run_id}"
     write_json(cfg.mlflow_report, {**record, "experiment": cfg.experiment, "config": to_dict(cfg)})

@@ -19,6 +19,7 @@ from lib.io import read_csv_stems, write_json
 from lib.model_contract import ModelContractError, read_model_json
 from lib.onnx_session import make_session, session_runner
 from lib.quantize import QuantizeConfig, mean_dice  # the quantize stage's config: same models, same images
+from lib.sources import read_catalog
 
 
 @script("int8_test_report", errors=(ModelContractError,))
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = read_model_json(path.with_name("model.json"))
         runner = session_runner(make_session(path, cfg.threads), meta.input_name, meta.output_name)
         dice[name] = {
-            "dice": mean_dice(runner, stems, cfg.images_dir, cfg.masks_dir, meta),
+            "dice": mean_dice(runner, stems, read_catalog(cfg.catalog), meta),
             "sha256": meta.sha256,
             "quantization": meta.quantization,
         }

@@ -3,6 +3,8 @@
 
 Decode, segmentation and overlay+encode run as a three-thread pipeline (lib/video.py). The output has the
 input's size and frame rate, with the model version and NOT FOR CLINICAL USE burned into every frame.
+The report goes to the conf's `report` with {stem} = the input video's name (reports/video/<stem>.json),
+so one video's report never replaces another's or the benchmark's (bin/bench_video.py passes --report).
 
 Usage: bin/predict_video.py --conf conf/predict_video.yaml --input VIDEO --output VIDEO [--report JSON]
 """
@@ -37,12 +39,17 @@ def open_video(path: str) -> tuple[cv2.VideoCapture, float, int, int, int]:
     return cap, fps, first.shape[1], first.shape[0], int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
 
 
+def report_for(template: str, video: str) -> str:
+    """The report path of `video`: the conf's `report` with {stem} replaced by the video's file stem."""
+    return template.replace("{stem}", Path(video).stem)
+
+
 @script("predict_video")
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0], "conf/predict_video.yaml")
     p.add_argument("--input", required=True, help="video file OpenCV can decode")
     p.add_argument("--output", required=True, help="output video (.mp4 with the default codec)")
-    p.add_argument("--report", help="report path (default: the conf's)")
+    p.add_argument("--report", help="report path (default: the conf's, {stem} = the input's name)")
     args = p.parse_args(argv)
     cfg = load_config(PredictVideoConfig, args.conf, args.overrides)
     if len(cfg.codec) != 4:
@@ -78,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         reader.release()
         writer.release()
     wall = time.perf_counter() - t0
+    report_path = args.report or report_for(cfg.report, args.input)
     stages = times.per_frame_ms()
     report = {
         "input": args.input,
@@ -94,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         "model_input": meta.input_size,
         "config": to_dict(cfg),
     }
-    write_json(args.report or cfg.report, report)
+    write_json(report_path, report)
     print(
         f"predict_video: {times.frames} frames in {wall:.1f} s = {report['fps']} fps; per frame ms {stages} "
-        f"-> {args.output}, {args.report or cfg.report}"
+        f"-> {args.output}, {report_path}"
     )
     return 0
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Resize every image/mask pair once to the model input size and cache them as NumPy arrays.
+"""Resize every image/mask pair of the training sources once to the model input size and cache them.
 
 Usage: bin/preprocess.py --conf conf/preprocess.yaml
+
+Pairs come from the catalog (bin/fetch_data.py); sources with `role: external` are evaluated at their
+original size only and are not cached.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import numpy as np
 
 from lib.cli import parser, script
 from lib.config import load_config, save_config
-from lib.io import find_pair_dirs, list_images, read_image, read_mask, write_text
+from lib.io import read_image, read_mask, write_text
 from lib.preprocess import cache_pair
+from lib.sources import read_catalog
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    data_dir: str  # folder holding images/ and masks/
+    catalog: str  # data/catalog.csv from bin/fetch_data.py
     out_dir: str  # cache folder
     size: int  # model input side in pixels
 
@@ -30,9 +34,9 @@ class PreprocessConfig:
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0], "conf/preprocess.yaml").parse_args(argv)
     cfg = load_config(PreprocessConfig, args.conf, args.overrides)
-    images_dir, masks_dir = find_pair_dirs(cfg.data_dir)
-    images, masks = list_images(images_dir), list_images(masks_dir)
-    stems = sorted(set(images) & set(masks))
+    catalog = read_catalog(cfg.catalog)
+    images, masks = catalog.images, catalog.masks
+    stems = catalog.select(role="train")  # sorted by stem: the cache's row order
 
     def load_pair(stem: str) -> tuple[np.ndarray, np.ndarray]:
         # read_mask binarises at lib/io.py MASK_THRESHOLD; cache_pair resizes as prepare_input does.

@@ -20,6 +20,7 @@ from lib.model_contract import ModelContractError, read_model_json, write_model_
 from lib.onnx_session import make_session, session_runner
 from lib.preprocess import prepare_input
 from lib.quantize import FIXED_SETTINGS, QuantizeConfig, dice_within_budget, mean_dice, quantize_int8
+from lib.sources import read_catalog
 
 
 def stems_of(split: str, first: int | None) -> list[str]:
@@ -45,11 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ModelContractError(f"{fp32_path} is not the file its model.json describes (sha256 differs)")
     calib_stems = stems_of(q.calibration_split, q.calibration_images)
     eval_stems = stems_of(cfg.eval_split, cfg.eval_images)
+    catalog = read_catalog(cfg.catalog)
 
     size, mean, std = meta.input_size, meta.mean, meta.std
-    calib = [
-        prepare_input(read_image(Path(cfg.images_dir) / f"{s}.jpg"), size, mean, std)[0] for s in calib_stems
-    ]
+    calib = [prepare_input(read_image(catalog.images[s]), size, mean, std)[0] for s in calib_stems]
     int8_path = quantize_int8(
         fp32_path,
         Path(cfg.out_dir) / "model.onnx",
@@ -72,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         name: mean_dice(
             session_runner(make_session(path, cfg.threads), m.input_name, m.output_name),
             eval_stems,
-            cfg.images_dir,
-            cfg.masks_dir,
+            catalog,
             m,
         )
         for name, (path, m) in models.items()

@@ -27,6 +27,7 @@ from lib.model_contract import read_model_json
 from lib.onnx_session import make_session, session_runner
 from lib.preprocess import prepare_input
 from lib.quantize import mean_dice, quantize_int8
+from lib.sources import read_catalog
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,7 @@ class Variant:
 @dataclass(frozen=True)
 class SweepConfig:
     model: str  # fp32 export, model.json beside it
-    images_dir: str
-    masks_dir: str
+    catalog: str  # data/catalog.csv: originals and masks
     calibration_split: str  # training stems: calibration never sees validation or test
     eval_split: str  # validation: the choice is made here
     eval_images: int | None  # first N (null = all)
@@ -82,19 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     def runner(path):
         return session_runner(make_session(path, 1), meta.input_name, meta.output_name)
 
-    fp32_dice = mean_dice(runner(cfg.model), eval_stems, cfg.images_dir, cfg.masks_dir, meta)
+    catalog = read_catalog(cfg.catalog)
+    fp32_dice = mean_dice(runner(cfg.model), eval_stems, catalog, meta)
     print(
         f"quantize_sweep: fp32 Dice {fp32_dice:.4f} on {len(eval_stems)} images of {cfg.eval_split}",
         flush=True,
     )
-    x = prepare_input(read_image(Path(cfg.images_dir) / f"{eval_stems[0]}.jpg"), size, mean, std)[0]
+    x = prepare_input(read_image(catalog.images[eval_stems[0]]), size, mean, std)[0]
     calib_cache: dict[int, list[np.ndarray]] = {}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for v in cfg.variants:
             if v.calibration_images not in calib_cache:
                 calib_cache[v.calibration_images] = [
-                    prepare_input(read_image(Path(cfg.images_dir) / f"{s}.jpg"), size, mean, std)[0]
+                    prepare_input(read_image(catalog.images[s]), size, mean, std)[0]
                     for s in train_stems[: v.calibration_images]
                 ]
             t0 = time.perf_counter()
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                 v.format, v.per_channel, v.calibrate_method, tuple(v.keep_fp32),
             )  # fmt: skip
             build_s = time.perf_counter() - t0
-            dice = mean_dice(runner(path), eval_stems, cfg.images_dir, cfg.masks_dir, meta)
+            dice = mean_dice(runner(path), eval_stems, catalog, meta)
             speed = p50_ms({"fp32": runner(cfg.model), "int8": runner(path)}, x, cfg.timing_runs)
             row = {
                 **to_dict(v),

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import getpass
 import sys
-from pathlib import Path
 
 from lib.cli import parser
 from lib.config import ConfigError, load_config, to_dict
 from lib.io import read_csv_stems, write_json
+from lib.sources import read_catalog
 from lib.tracking import RegisterConfig, setup_mlflow
 
 
@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(RegisterConfig, args.conf, args.overrides)
         stem = read_csv_stems(cfg.sample_split)[0]
-        image_bytes = (Path(cfg.images_dir) / f"{stem}.jpg").read_bytes()
-    except (ConfigError, OSError, ValueError, IndexError) as exc:
+        image_bytes = read_catalog(cfg.catalog).images[stem].read_bytes()
+    except (ConfigError, OSError, ValueError, IndexError, KeyError) as exc:
         print(f"register: {exc}", file=sys.stderr)
         return 2
     from lib.registry import (

@@ -21,12 +21,14 @@ from torch.utils.data import DataLoader
 
 from lib.cli import parser, script
 from lib.config import flatten, load_config, save_config, to_dict
-from lib.data import SegmentationDataset, load_cache, split_rows
-from lib.io import find_pair_dirs, list_images, read_image, read_mask, write_json
+from lib.data import SegmentationDataset, load_cache, source_blocks, split_rows
+from lib.init_weights import load_init_weights, resolve_init_checkpoint
+from lib.io import read_image, read_json, read_mask, write_json
 from lib.losses import build_loss
 from lib.memory import keep_freed_memory
 from lib.model import ModelConfig, build_model, freeze_encoder_stages, normalisation
 from lib.negatives import CropSpec, crop_negatives
+from lib.sources import Catalog, read_catalog
 from lib.tracking import data_revision, git_state, setup_mlflow
 from lib.training import (
     Trainer,
@@ -81,7 +83,6 @@ class Runtime:
 @dataclass(frozen=True)
 class Negatives:
     per_batch: int  # polyp-free crops in each batch (of optim.batch_size); 0 = off
-    data_dir: str  # originals the crops are cut from (train split only)
     crops: CropSpec  # sizes, margin and darkness limits of the crops (lib/negatives.py)
 
 
@@ -92,6 +93,8 @@ class TrainConfig:
     naming the file and the key."""
 
     seed: int
+    catalog: str  # data/catalog.csv: originals of every source (negative crops), source of each stem
+    sources_summary: str  # data/sources.json: each source's sampling weight, data_rev
     cache_dir: str
     train_split: str
     val_split: str
@@ -100,6 +103,7 @@ class TrainConfig:
     limit: int | None  # first N stems per split; None = all
     experiment: str  # MLflow experiment name
     threshold: float  # pixel probability threshold: validated at, stored in best.pt, evaluate starts from it
+    init_from: str | None  # start from these weights: a checkpoint path, models:/NAME@alias or models:/NAME/N
     model: ModelConfig  # architecture, encoder, input size (lib/model.py)
     optim: Optim  # schedule and early stopping
     loss: Loss  # training loss
@@ -108,10 +112,9 @@ class TrainConfig:
     negatives: Negatives  # polyp-free crops mixed into batches
 
 
-def train_negatives(cfg: TrainConfig, stems: list[str]) -> np.ndarray:
-    """Polyp-free crops of the training frames at the model input size, `(N, S, S, 3) uint8`."""
-    images_dir, masks_dir = find_pair_dirs(cfg.negatives.data_dir)
-    images, masks = list_images(images_dir), list_images(masks_dir)
+def train_negatives(cfg: TrainConfig, catalog: Catalog, stems: list[str]) -> np.ndarray:
+    """Polyp-free crops of the training frames (every training source) at the model input size."""
+    images, masks = catalog.images, catalog.masks
     crops = []
     for stem in sorted(stems):
         crops += crop_negatives(
@@ -148,25 +151,45 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    catalog = read_catalog(cfg.catalog)
+    weights = {name: s["weight"] for name, s in read_json(cfg.sources_summary)["sources"].items()}
     train_rows = split_rows(cfg.train_split, rows, cfg.limit)
     val_rows = split_rows(cfg.val_split, rows, cfg.limit)
+    # Rows grouped by source (order kept within one), each source's block drawn by its weight.
+    train_rows, blocks = source_blocks(train_rows, rows, catalog, weights)
     train_set = SegmentationDataset(images, masks, train_rows, mean, std, cfg.augment, cfg.seed)
     val_set = SegmentationDataset(images, masks, val_rows, mean, std)
     negatives, n_neg = None, 0
     if cfg.negatives.per_batch:
         wanted = set(train_rows)
-        neg_images = train_negatives(cfg, [stem for stem, row in rows.items() if row in wanted])
+        neg_images = train_negatives(cfg, catalog, [stem for stem, row in rows.items() if row in wanted])
         n_neg = len(neg_images)
         neg_masks = np.zeros(neg_images.shape[:3], np.uint8)
         negatives = SegmentationDataset(
             neg_images, neg_masks, range(n_neg), mean, std, cfg.augment, cfg.seed + 1
         )
     train_loader = mixed_loader(
-        train_set, negatives, cfg.optim.batch_size, cfg.negatives.per_batch, cfg.seed, cfg.runtime.workers
+        train_set,
+        negatives,
+        cfg.optim.batch_size,
+        cfg.negatives.per_batch,
+        cfg.seed,
+        cfg.runtime.workers,
+        blocks,
     )
     val_loader = DataLoader(val_set, cfg.optim.batch_size * 2, num_workers=cfg.runtime.workers)
 
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model)
+    init = {}
+    if cfg.init_from:  # fine-tuning: the base's weights, same architecture (checked)
+        init = load_init_weights(
+            model, resolve_init_checkpoint(cfg.init_from, Path(cfg.out_dir) / "init"), cfg.model
+        )
+        print(
+            f"train: weights from {cfg.init_from} (model_version {init.get('model_version', '?')})",
+            flush=True,
+        )
+    model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg.loss.kind, cfg.loss.bce_weight, cfg.loss.dice_weight, cfg.loss.structure_kernel)
@@ -192,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     sha, dirty = git_state()
-    data_rev = data_revision()
+    data_rev = data_revision(cfg.sources_summary)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -206,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                 "data_rev": data_rev,
                 "model_version": model_version,
                 "device": device.type,
+                "init_from": cfg.init_from or "",
+                "init_model_version": init.get("model_version", ""),
             }
         )
         mlflow.log_params(
@@ -260,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                             "run_id": run.info.run_id,
                             "epoch": epoch,
                             "val_dice": val["dice"],
+                            "init_from": cfg.init_from,
+                            "init_model_version": init.get("model_version"),
                         },
                     },
                     out / "best.pt",

@@ -34,6 +34,20 @@ def split_rows(split_csv: str | Path, rows: dict[str, int], limit: int | None = 
     return [rows[s] for s in stems]
 
 
+def source_blocks(train_rows: list[int], rows: dict[str, int], catalog, weights: dict[str, float]):
+    """(rows regrouped by source, ((count, weight), ...) per source) for MixedBatchSampler.
+
+    Sources follow the catalog's order and each keeps its rows' order, so one source (Kvasir alone,
+    the default) gives back `train_rows` unchanged.
+    """
+    stem_of = {row: stem for stem, row in rows.items()}
+    order = {name: k for k, name in enumerate(catalog.sources())}
+    source = [catalog.entries[stem_of[r]].source for r in train_rows]
+    regrouped = [r for _, _, r in sorted(zip((order[s] for s in source), range(len(source)), train_rows))]
+    counts = {name: source.count(name) for name in order if name in source}
+    return regrouped, tuple((n, float(weights.get(name, 1.0))) for name, n in counts.items())
+
+
 class SegmentationDataset(Dataset):
     """Items are (image `(3, S, S) float32`, mask `(1, S, S) float32`) tensors.
 

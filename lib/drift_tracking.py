@@ -1,5 +1,7 @@
 """The drift report's MLflow side: the run of the model version that served the current images, whether
-that version is the model the features were computed with, and attaching the report to that run.
+that version is the model the features were computed with, and attaching the report to that run (the
+shadow window) or to a run of its own (a given folder, --current DIR: `own_run`). Pictures, the HTML
+report included, go only when asked (lib.tracking.is_image_artifact; log_images / --log-images).
 
 The look-up never raises (a missing store, version or run is a reason in its result) and bin/drift_report.py
 records a failed attachment in drift.json: the report stands without MLflow. lib/drift.py never touches
@@ -12,7 +14,7 @@ import re
 from pathlib import Path
 
 from lib.drift import DriftModel
-from lib.tracking import set_tracking
+from lib.tracking import DATA_SOURCE_TAG, is_image_artifact, own_data_run, set_tracking
 
 REGISTRY_VERSION = re.compile(r"^(?P<name>[^/]+)/(?P<version>\d+)$")  # served from the registry: NAME/N
 
@@ -47,6 +49,7 @@ def model_run(version: str, model: DriftModel) -> dict:
                 run_id = model.meta.run_id
         experiments = [e.experiment_id for e in client.search_experiments()]
         runs = client.search_runs(experiments, f"tags.model_version = '{version}'") if experiments else []
+        runs = [r for r in runs if DATA_SOURCE_TAG not in r.data.tags]  # not a run on someone's own data
         if runs:
             prefix = version.rsplit("-", 1)[-1]  # the training run's id starts with the version's suffix
             best = sorted(runs, key=lambda r: not r.info.run_id.startswith(prefix))[0]
@@ -83,8 +86,24 @@ def model_mismatch(version: str, run: dict, model: DriftModel) -> str | None:
     return None
 
 
-def log_to_model_run(run_id: str, files: list[Path], artifact_path: str) -> None:
-    """Attach the report files to the model version's MLflow run under `artifact_path`."""
+def log_to_model_run(run_id: str, files: list[Path], artifact_path: str, log_images: bool = True) -> None:
+    """Attach the report files to the model version's MLflow run under `artifact_path`; the HTML report
+    (an image file, lib.tracking.is_image_artifact) only when `log_images`."""
     client = set_tracking().MlflowClient()
     for path in files:
-        client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+        if log_images or not is_image_artifact(path):
+            client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
+def own_run(source: str | Path, version: str, model_run_info: dict) -> dict:
+    """A report on a given folder: a new run `drift <folder name>` (lib.tracking.own_data_run), never the
+    model version's run, which is kept as `model_run_id`. {run_id, found, model_run_id, reason}; never
+    raises."""
+    model_run_id = model_run_info.get("run_id")
+    try:
+        tags = {"model_run_id": str(model_run_id)} if model_run_id else {}
+        run_id = own_data_run("drift", source, version, tags)
+        return {"run_id": run_id, "found": True, "model_run_id": model_run_id, "reason": ""}
+    except Exception as err:  # an unreachable server: reported, not fatal
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return {"run_id": None, "found": False, "model_run_id": model_run_id, "reason": reason[:300]}

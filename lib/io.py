@@ -1,4 +1,4 @@
-"""Disk and image-codec helpers: the one module that reads and writes files.
+"""Disk and image-codec helpers: decoding, the one mask rule, atomic writes, split CSVs.
 
 Images are returned as `(H, W, 3) uint8` RGB; masks as `(H, W) uint8` with values {0, 1}.
 """
@@ -76,11 +76,20 @@ def decode_image(data: bytes) -> np.ndarray:
 
 
 def mask_to_gray(array: np.ndarray) -> np.ndarray:
-    """A decoded mask (gray or colour, 8 or 16 bit) -> `(H, W) uint8` gray levels."""
-    if array.dtype == np.uint16:
-        array = (array >> 8).astype(np.uint8)
+    """A decoded mask (grey or colour, 8 or 16 bit) -> `(H, W) uint8` grey levels on the 0..255 scale.
+
+    The one reading of what a mask value means, before `binarise_mask`: a colour mask counts its
+    brightest channel; a mask whose values are all 0 or 1 is a label map (nnU-Net's labelsTr, many
+    exports), so 1 is polyp; a 16-bit mask ({0, 65535} or grey) keeps its top byte; 8-bit {0, 255} and
+    Kvasir-SEG's grey-edged JPEGs are used as they are. Validation, the training cache, evaluation,
+    quantisation and the benchmarks all come through here.
+    """
     if array.ndim == 3:
         array = array[..., :3].max(axis=2)
+    if array.size and array.max() <= 1:
+        return array.astype(np.uint8) * np.uint8(255)
+    if array.dtype == np.uint16:
+        array = array >> 8
     return array.astype(np.uint8, copy=False)
 
 

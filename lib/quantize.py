@@ -43,8 +43,7 @@ class QuantizeConfig:
     """conf/quantize.yaml: bin/quantize.py builds with it, bin/int8_test_report.py reads the same models."""
 
     model: str  # models/model.onnx, with model.json beside it
-    images_dir: str  # originals
-    masks_dir: str  # originals' masks (Dice check)
+    catalog: str  # data/catalog.csv: originals and their masks (calibration, Dice check)
     out_dir: str  # model.onnx + model.json of the INT8 variant
     report: str  # reports/quantize.json
     quantization: Quantization
@@ -121,7 +120,7 @@ def conv_nodes(model_path: str | Path, which: tuple[str, ...]) -> list[str]:
     return [convs[0]] * ("first_conv" in which) + [convs[-1]] * ("last_conv" in which)
 
 
-def mean_dice(run_model, stems: list[str], images_dir: str, masks_dir: str, meta) -> float:
+def mean_dice(run_model, stems: list[str], catalog, meta) -> float:
     """Mean per-image Dice at the original size, as bin/evaluate.py computes it (the INT8 yardstick)."""
     from lib.inference import predict_probability
     from lib.io import read_image, read_mask
@@ -130,10 +129,10 @@ def mean_dice(run_model, stems: list[str], images_dir: str, masks_dir: str, meta
     scores = []
     for s in stems:
         prob = predict_probability(
-            run_model, read_image(Path(images_dir) / f"{s}.jpg"), meta.input_size, meta.mean, meta.std
+            run_model, read_image(catalog.images[s]), meta.input_size, meta.mean, meta.std
         )
         mask = meta.mask(prob)  # the served mask: threshold and component filter of model.json
-        scores.append(count_metrics(*confusion(mask, read_mask(Path(masks_dir) / f"{s}.jpg")))["dice"])
+        scores.append(count_metrics(*confusion(mask, read_mask(catalog.masks[s])))["dice"])
     return float(np.mean(scores))
 
 

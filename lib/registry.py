@@ -2,7 +2,9 @@
 
 Conventions (see docs/packaging.md):
 - a run that holds exported models carries tags `pyfunc_model_uri` and `onnx_model_uri`
-  (`models:/<model_id>`), `onnx_sha256` and `model_json_sha256` (the operating point served with it);
+  (`models:/<model_id>`), `onnx_sha256` and `model_json_sha256` (the operating point served with it),
+  and the PyTorch checkpoint the ONNX came from as the artifact CHECKPOINT_ARTIFACT (fine-tuning starts
+  from it: lib/init_weights.py);
 - registered versions carry provenance tags (run_id, git_sha, data_rev, val_dice, onnx_sha256,
   model_json_sha256), the
   run's evaluation metrics at registration (EVALUATION_TAGS, when bin/evaluate.py logged them) and
@@ -19,6 +21,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from lib.init_weights import CHECKPOINT_ARTIFACT  # logged beside the exported models (its one definition)
+
 PYFUNC_TAG, ONNX_TAG, SHA_TAG = "pyfunc_model_uri", "onnx_model_uri", "onnx_sha256"
 # model.json's sha256: the same weights with another operating point (threshold, component filter, min
 # area) serve other masks, so they are another version.
@@ -30,7 +34,6 @@ STAGING, PRODUCTION = "staging", "production"
 EVALUATION_TAGS = ("test_dice_mean", "test_iou_mean", "val_dice_mean")
 # The pyfunc runs wherever these are installed; pinned to what produced it, no slow inference step.
 PYFUNC_REQUIREMENTS = ("mlflow", "onnxruntime", "numpy", "pandas", "opencv-python-headless")
-
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars garble logs and CI output
 
@@ -88,11 +91,19 @@ def run_for_checkpoint(mlflow, experiment: str, meta: dict) -> tuple[str, bool]:
 
 
 def log_exported_models(
-    mlflow, run_id: str, onnx_path: Path, json_path: Path, example_jpeg: bytes, example_input
+    mlflow,
+    run_id: str,
+    onnx_path: Path,
+    json_path: Path,
+    example_jpeg: bytes,
+    example_input,
+    checkpoint: Path | None = None,
 ) -> dict:
     """Log the ONNX flavour and the pyfunc wrapper (signatures, input examples) into `run_id`.
 
     `example_input`: `(1, 3, S, S) float32`, the prepared example image for the ONNX flavour.
+    `checkpoint`: the PyTorch checkpoint the ONNX was exported from, logged as CHECKPOINT_ARTIFACT
+    (bin/export.py always passes it; None, for a stand-in ONNX model without one, logs none).
     Returns the model URIs; they are also set as run tags.
     """
     import onnx
@@ -134,7 +145,24 @@ def log_exported_models(
         }
         mlflow.set_tags(uris)
         mlflow.log_artifact(str(json_path), artifact_path="export")
+        if checkpoint is not None:
+            log_checkpoint(mlflow, Path(checkpoint))
     return {"run_id": run_id, **uris}
+
+
+def log_checkpoint(mlflow, checkpoint: Path) -> None:
+    """Log `checkpoint` into the active run as CHECKPOINT_ARTIFACT, whatever the file is called."""
+    import shutil
+    import tempfile
+
+    folder, name = CHECKPOINT_ARTIFACT.rsplit("/", 1)
+    if checkpoint.name == name:
+        mlflow.log_artifact(str(checkpoint), artifact_path=folder)
+        return
+    with tempfile.TemporaryDirectory() as tmp:  # log_artifact keeps the file's name: stage it under ours
+        staged = Path(tmp) / name
+        shutil.copyfile(checkpoint, staged)
+        mlflow.log_artifact(str(staged), artifact_path=folder)
 
 
 def exported_run(mlflow, export_report: str | Path, metric: str = "best_val_dice"):

@@ -75,7 +75,7 @@ def _image_fields(array: np.ndarray) -> dict:
 def _mask_fields(array: np.ndarray) -> dict:
     spread = 0
     if array.ndim == 3 and array.shape[2] >= 3:
-        colour = array[..., :3].astype(np.int16)
+        colour = array[..., :3].astype(np.int32) >> (8 if array.dtype == np.uint16 else 0)
         spread = int((colour.max(axis=2) - colour.min(axis=2)).max())
     gray = mask_to_gray(array)
     return {
@@ -128,14 +128,14 @@ def check_image_format(images, masks, cfg) -> list[str]:
     return [
         f"images/{r.name} ({r.channels} channel(s), {r.dtype})"
         for r in _decoded(images)
-        if r.channels != 3 or r.dtype != "uint8"
+        if r.channels not in (3, 4) or r.dtype != "uint8"
     ]
 
 
 def check_mask_format(images, masks, cfg) -> list[str]:
     bad = []
     for r in _decoded(masks):
-        if r.dtype != "uint8":
+        if r.dtype not in ("uint8", "uint16"):
             bad.append(f"masks/{r.name} ({r.dtype})")
         elif r.channel_spread > cfg.max_channel_spread:
             bad.append(f"masks/{r.name} (colour, channels differ by {r.channel_spread})")
@@ -180,16 +180,21 @@ def check_image_size(images, masks, cfg) -> list[str]:
 RULES = (
     Rule(
         "pairing",
-        "critical",
-        "every image has exactly one mask with the same stem, and vice versa",
+        "warning",  # what fails it is left out of the catalog (lib/sources.py) and listed here, not used
+        "every file is part of one image/mask pair (files left out are listed with their reason)",
         check_pairing,
     ),
     Rule("decodable", "critical", "every file is a complete, decodable image", check_decodable),
-    Rule("image_format", "critical", "images are 3-channel uint8", check_image_format),
+    Rule(
+        "image_format",
+        "critical",
+        "images are 8-bit RGB (an alpha channel is dropped): colour frames, as the model was trained on",
+        check_image_format,
+    ),
     Rule(
         "mask_format",
         "critical",
-        "masks are single-channel uint8 and binary after thresholding",
+        "masks are 8 or 16 bit, grey (or equal colour channels) and binary under lib/io.py mask_to_gray",
         check_mask_format,
     ),
     Rule(
@@ -203,8 +208,13 @@ RULES = (
 )
 
 
-def run_rules(images: list[FileRecord], masks: list[FileRecord], cfg: SchemaConfig) -> list[dict]:
-    """Every rule's outcome: name, severity, status ("pass"/"fail"), count and offending files."""
+def run_rules(
+    images: list[FileRecord], masks: list[FileRecord], cfg: SchemaConfig, left_out: list[str] = ()
+) -> list[dict]:
+    """Every rule's outcome: name, severity, status ("pass"/"fail"), count and offending files.
+
+    `left_out`: files the sources' scan could not pair ("path (reason)"), reported under `pairing`.
+    """
     unknown = set(cfg.severity) - {r.name for r in RULES}
     if unknown:
         raise ValueError(f"severity override for unknown rule(s): {sorted(unknown)}")
@@ -213,7 +223,7 @@ def run_rules(images: list[FileRecord], masks: list[FileRecord], cfg: SchemaConf
         severity = cfg.severity.get(rule.name, rule.severity)
         if severity not in ("critical", "warning"):
             raise ValueError(f"rule {rule.name}: severity must be critical or warning, got {severity!r}")
-        offending = rule.check(images, masks, cfg)
+        offending = rule.check(images, masks, cfg) + (list(left_out) if rule.name == "pairing" else [])
         results.append(
             {
                 "rule": rule.name,

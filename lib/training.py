@@ -212,11 +212,29 @@ class MixedBatchSampler(torch.utils.data.Sampler):
     Order comes from (seed, epoch) only; call `set_epoch` before each epoch.
     """
 
-    def __init__(self, n_pos: int, n_neg: int, batch_size: int, per_batch: int, seed: int, drop_last=True):
+    def __init__(
+        self,
+        n_pos: int,
+        n_neg: int,
+        batch_size: int,
+        per_batch: int,
+        seed: int,
+        drop_last=True,
+        blocks: tuple[tuple[int, float], ...] | None = None,
+    ):
         if not 0 <= per_batch < batch_size:
             raise ValueError(f"negatives per batch must be in [0, {batch_size}), got {per_batch}")
         if per_batch and not n_neg:
             raise ValueError("negatives per batch > 0 but there are no negatives")
+        if blocks is not None and (sum(n for n, _ in blocks) != n_pos or any(w < 0 for _, w in blocks)):
+            raise ValueError(f"source blocks {blocks} must cover the {n_pos} positives with weights >= 0")
+        # blocks: ((count, weight), ...) of consecutive positives, one per source; None = every positive
+        # once per epoch. A weight w draws each image of its block int(w) times plus a fresh random
+        # share w - int(w) of them each epoch.
+        self.blocks = None if blocks is None or all(w == 1.0 for _, w in blocks) else blocks
+        self.n_draws = (
+            n_pos if self.blocks is None else sum(int(w) * n + round((w % 1) * n) for n, w in blocks)
+        )
         self.n_pos, self.n_neg, self.per_batch = n_pos, n_neg, per_batch
         self.n_pos_batch, self.seed, self.epoch, self.drop_last = batch_size - per_batch, seed, 0, drop_last
 
@@ -224,12 +242,12 @@ class MixedBatchSampler(torch.utils.data.Sampler):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        full, rest = divmod(self.n_pos, self.n_pos_batch)
+        full, rest = divmod(self.n_draws, self.n_pos_batch)
         return full + (1 if rest and not self.drop_last else 0)
 
     def __iter__(self):
         rng = np.random.default_rng((self.seed, self.epoch, 7))
-        pos = rng.permutation(self.n_pos)
+        pos = rng.permutation(self.n_pos) if self.blocks is None else self._weighted_draws(rng)
         neg = (
             np.concatenate([rng.permutation(self.n_neg) for _ in range(self._cycles())])
             if self.per_batch
@@ -240,12 +258,28 @@ class MixedBatchSampler(torch.utils.data.Sampler):
             batch += [self.n_pos + int(i) for i in neg[b * self.per_batch : (b + 1) * self.per_batch]]
             yield batch
 
+    def _weighted_draws(self, rng: np.random.Generator) -> np.ndarray:
+        parts, start = [], 0
+        for n, w in self.blocks:
+            block = np.arange(start, start + n)
+            parts += [block] * int(w)
+            if share := round((w % 1) * n):
+                parts.append(rng.choice(block, share, replace=False))
+            start += n
+        return rng.permutation(np.concatenate(parts)) if parts else np.zeros(0, int)
+
     def _cycles(self) -> int:
         return max(1, -(-len(self) * self.per_batch // max(1, self.n_neg)))
 
 
 def mixed_loader(
-    positives: Dataset, negatives: Dataset | None, batch_size: int, per_batch: int, seed: int, workers: int
+    positives: Dataset,
+    negatives: Dataset | None,
+    batch_size: int,
+    per_batch: int,
+    seed: int,
+    workers: int,
+    blocks: tuple[tuple[int, float], ...] | None = None,
 ) -> DataLoader:
     """Training batches of `batch_size - per_batch` positives plus `per_batch` negatives (MixedBatchSampler).
 
@@ -254,7 +288,13 @@ def mixed_loader(
     """
     n_neg = len(negatives) if negatives is not None else 0
     sampler = MixedBatchSampler(
-        len(positives), n_neg, batch_size, per_batch, seed, drop_last=len(positives) > batch_size
+        len(positives),
+        n_neg,
+        batch_size,
+        per_batch,
+        seed,
+        drop_last=len(positives) > batch_size,
+        blocks=blocks,
     )
     sets = [positives] if negatives is None else [positives, negatives]
     return DataLoader(ConcatDataset(sets), batch_sampler=sampler, num_workers=workers)

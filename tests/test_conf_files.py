@@ -17,6 +17,7 @@ from bin_helpers import ROOT, load_bin
 
 from lib.config import load_config, to_dict
 from lib.gates import GatesConfig
+from lib.sources import DataConfig
 
 CONF_FILES = sorted((ROOT / "conf").glob("*.yaml")) + sorted((ROOT / "conf" / "smoke").glob("*.yaml"))
 
@@ -24,18 +25,22 @@ CONF_FILES = sorted((ROOT / "conf").glob("*.yaml")) + sorted((ROOT / "conf" / "s
 # Configs read through a shared lib loader rather than load_config in their script, and the keys that
 # loader fills from elsewhere: conf/gates.yaml (bin/gates.py and bin/promote.py, via lib.gates.load_gates)
 # takes the model name from conf/register.yaml.
-SHARED_LOADERS = {"gates": (GatesConfig, ['model_name="from-register-yaml"'])}
+# conf/data.yaml: the sources, read by bin/fetch_data.py (and bin/finetune.py writes one of its shape).
+SHARED_LOADERS = {"gates": (GatesConfig, ['model_name="from-register-yaml"']), "data": (DataConfig, [])}
+# Configs of another stem than their script's: the fine-tuning schedule is a bin/train.py config.
+SCRIPT_OF = {"finetune_train": "train"}
 
 
 def config_class(conf: Path) -> type:
     """The dataclass bin/<stem>.py passes to load_config for conf/[smoke/]<stem>.yaml."""
     if conf.stem in SHARED_LOADERS:
         return SHARED_LOADERS[conf.stem][0]
-    script = ROOT / "bin" / f"{conf.stem}.py"
-    assert script.exists(), f"{conf.relative_to(ROOT)} has no script bin/{conf.stem}.py"
+    stem = SCRIPT_OF.get(conf.stem, conf.stem)
+    script = ROOT / "bin" / f"{stem}.py"
+    assert script.exists(), f"{conf.relative_to(ROOT)} has no script bin/{stem}.py"
     names = set(re.findall(r"load_config\((\w+),", script.read_text()))
-    assert len(names) == 1, f"bin/{conf.stem}.py: expected one load_config(<class>, ...), found {names}"
-    return getattr(load_bin(conf.stem), names.pop())
+    assert len(names) == 1, f"bin/{stem}.py: expected one load_config(<class>, ...), found {names}"
+    return getattr(load_bin(stem), names.pop())
 
 
 def defaults(cls: type) -> dict:

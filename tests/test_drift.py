@@ -42,6 +42,7 @@ from lib.drift import (
 from lib.drift_tracking import model_mismatch, model_run
 from lib.image_features import FEATURE_NAMES
 from lib.io import read_csv_stems
+from lib.tracking import OWN_DATA_EXPERIMENT
 
 RAW_IMAGES = ROOT / "data" / "raw" / "Kvasir-SEG" / "images"
 REAL_MODEL = ROOT / "models" / "model.onnx"
@@ -382,6 +383,8 @@ def store(tmp_path_factory, setup):
     uri = f"sqlite:///{root / 'mlruns.db'}"
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("polyp-seg", artifact_location=(root / "artifacts").as_uri())
+    # --current DIR logs to a run of its own there: its artifacts in the tmp dir too
+    client.create_experiment(OWN_DATA_EXPERIMENT, artifact_location=(root / "own-artifacts").as_uri())
     run = client.create_run(experiment, tags={"model_version": setup[0].meta.model_version})
     client.set_terminated(run.info.run_id)
     return uri, run.info.run_id
@@ -405,7 +408,9 @@ def darkened_report(setup, store, tmp_path_factory):
 
 
 @pytest.mark.integration
-def test_report_script_flags_40_darkened_images_and_logs_to_the_models_run(darkened_report, setup, store):
+def test_report_script_flags_40_darkened_images_and_logs_tables_to_a_run_of_its_own(
+    darkened_report, setup, store
+):
     result, out = darkened_report
     assert result.returncode == 3, result.stdout + result.stderr
     report = json.loads((out / "drift.json").read_text())
@@ -415,15 +420,17 @@ def test_report_script_flags_40_darkened_images_and_logs_to_the_models_run(darke
     assert report["features"]["brightness_mean"]["drifted"] is True
     assert set(report["features"]) == set(FEATURE_COLUMNS)
     assert len(pd.read_csv(out / "features.csv")) == N_CURRENT
-    assert report["mlflow"]["logged"] is True and report["mlflow"]["run_id"] == store[1]
+    # A given folder (--current): a run of its own named after it, tables only (no index.html).
+    assert report["mlflow"]["logged"] is True and report["mlflow"]["model_run_id"] == store[1]
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=store[0])
-    folder = client.list_artifacts(store[1], "drift_report")[0].path
-    assert {Path(a.path).name for a in client.list_artifacts(store[1], folder)} == {
-        "index.html",
-        "drift.json",
-    }
+    own = client.get_run(report["mlflow"]["run_id"])
+    folder = Path(report["current"]["path"]).name
+    assert own.info.run_id != store[1] and own.info.run_name == f"drift {folder}"
+    assert own.data.tags["data_source"] == folder
+    assert {a.path for a in client.list_artifacts(own.info.run_id)} == {"drift.json", "features.csv"}
+    assert own.info.experiment_id == client.get_experiment_by_name(OWN_DATA_EXPERIMENT).experiment_id
 
 
 @pytest.mark.integration

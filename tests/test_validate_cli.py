@@ -46,14 +46,20 @@ def test_other_folder_never_overwrites_the_pipeline_record(real_samples, tmp_pat
     # damaged copy) must leave it alone and write its own report beside it.
     copy = tmp_path / "damaged"
     shutil.copytree(real_samples, copy)
-    next((copy / "masks").iterdir()).unlink()
+    removed = next((copy / "masks").iterdir())
+    removed.unlink()
+    orphan = removed.name
     monkeypatch.chdir(tmp_path)
 
     rc = load_bin("validate_data").main(
         ["--conf", str(ROOT / "conf/validate_data.yaml"), "--data", str(copy)]
     )
 
-    assert rc == 1
+    # The image without its mask is left out and listed with the reason (a warning: nothing else is lost).
+    assert rc == 0
     assert not (tmp_path / "reports" / "data_validation.json").exists()
     report = json.loads((tmp_path / "reports" / "data_validation-damaged.json").read_text())
-    assert report["passed"] is False and report["data_dir"] == str(copy)
+    assert report["data"] == str(copy)
+    pairing = next(r for r in report["rules"] if r["rule"] == "pairing")
+    assert pairing["status"] == "fail" and pairing["severity"] == "warning"
+    assert pairing["offending"] == [f"images/{orphan} (no mask)"]

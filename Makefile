@@ -84,6 +84,12 @@ smoke: data ## train and evaluate on 16 images in a few minutes (conf/smoke/)
 data: setup ## fetch, validate, split and preprocess the data (dvc repro preprocess)
 	dvc repro preprocess
 
+.PHONY: finetune
+finetune: data ## fine-tune on your folder DATA=DIR NAME=NAME [BASE=models:/M@alias] [REGISTER=1 [FORCE=1]] -> models/finetune/NAME, reports/finetune/NAME
+	@test -n "$(DATA)" -a -n "$(NAME)" || { echo "finetune: give DATA=DIR NAME=NAME (docs/own_data.md)"; exit 2; }
+	$(PY) bin/finetune.py --conf conf/finetune.yaml --set 'data="$(DATA)"' --set 'name="$(NAME)"' \
+		$(if $(BASE),--set 'base="$(BASE)"') $(if $(REGISTER),--set register=true) $(if $(FORCE),--set force=true)
+
 .PHONY: shifted-source
 shifted-source: fetch_data ## own-data demo: train split under a colour/size/format shift [LAYOUT=folder|folder-nested|nnunet] [OUT=DIR] [FORCE=1] -> data/own/kvasir-shifted
 	$(PY) bin/shift_source.py --conf conf/shift_source.yaml $(if $(LAYOUT),--set layout=$(LAYOUT)) \

@@ -55,7 +55,7 @@ from lib.model import load_checkpoint
 from lib.negatives import CropSpec
 from lib.plots import robustness_png, trend_png
 from lib.report import render_index, trend_section
-from lib.sources import folder_catalog, folder_revision, read_catalog
+from lib.sources import folder_catalog, folder_revision, private_stems, read_catalog
 from lib.tracking import (
     data_revision,
     finish_own_data_run,
@@ -92,6 +92,7 @@ class RobustnessConfig:
 class EvaluateConfig:
     checkpoint: str  # models/best.pt from bin/train.py
     catalog: str  # data/catalog.csv: every stem's original image and mask (metrics at full size)
+    sources_summary: str  # data/sources.json: which sources are your own (their pictures stay local)
     splits: dict[str, str]  # split name -> CSV of stems
     out_dir: str  # reports folder
     trend: TrendConfig  # registered versions + this evaluation -> trend.png and the report's section
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     trend_model = registered_model_name(cfg.trend.register_conf) if cfg.trend.enabled else None
     catalog = folder_catalog(args.data)[0] if args.data else read_catalog(cfg.catalog)
     images, masks = catalog.images, catalog.masks
+    sources = {stem: entry.source for stem, entry in catalog.entries.items()}
     out_dir, decision = Path(args.out or cfg.out_dir), None
     if args.data:  # the folder is the only split: every section runs on it, the decision is reused
         name = Path(args.data).resolve().name
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {
         name: write_split(
-            name, scans[name], k, decision, images, masks, predict, cfg, out_dir / name, provenance
+            name, scans[name], k, decision, images, masks, predict, cfg, out_dir / name, provenance, sources
         )
         for name in splits
     }
@@ -275,8 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.log_to_mlflow and args.data:  # someone's own images: a run of its own, tables only unless asked
         images = cfg.log_images or args.log_images
         logged = log_own_data(args.data, meta, {**results, **extra}, out_dir, images)
-    elif cfg.log_to_mlflow:  # the pipeline's splits (public Kvasir-SEG): the training run, whole report
-        logged = log_to_run(meta["run_id"], {**results, **extra}, str(out_dir))
+    elif cfg.log_to_mlflow:  # the pipeline's splits: the training run; pictures only if all are public
+        evaluated = {s for stems in splits.values() for s in stems}
+        own = evaluated & private_stems(catalog, cfg.sources_summary)
+        images = cfg.log_images or args.log_images or not own
+        logged = log_to_run(meta["run_id"], {**results, **extra}, str(out_dir), log_images=images)
+        logged += "" if images else f" (tables only: {len(own)} images of your own sources)"
     line = ", ".join(
         f"{n}: {m['n_images']} images dice={m['dice_mean']:.4f} iou={m['iou_mean']:.4f}"
         for n, m in results.items()

@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from lib.cli import parser
 from lib.config import ConfigError, load_config, save_config, to_dict
 from lib.decision import Decision, load_decision
@@ -20,7 +22,7 @@ from lib.model_contract import write_model_json
 from lib.onnx_export import check_onnx, export_onnx, model_metadata, parity
 from lib.onnx_session import make_session, session_runner
 from lib.preprocess import prepare_input
-from lib.sources import read_catalog
+from lib.sources import private_stems, read_catalog
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class ExportConfig:
     parity_report: str  # reports/export/parity.json
     mlflow_report: str  # reports/export/mlflow.json: run id and model URIs
     catalog: str  # data/catalog.csv: the original images read for the parity check
+    sources_summary: str  # data/sources.json: MLflow's input example is never one of your own images
     parity_split: str  # CSV of stems; its first `parity_images` are compared
     decision: str  # reports/eval/decision.json from bin/evaluate.py: threshold + image-level rule
     parity_images: int = 5  # images compared between PyTorch and onnxruntime
@@ -67,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(ExportConfig, args.conf, args.overrides)
         decision = read_decision(cfg.decision)
         stems = read_csv_stems(cfg.parity_split)[: cfg.parity_images]
-        originals = read_catalog(cfg.catalog).images
-        images = {s: read_image(originals[s]) for s in stems}
+        catalog = read_catalog(cfg.catalog)
+        images = {s: read_image(catalog.images[s]) for s in stems}
+        public = [s for s in stems if s not in private_stems(catalog, cfg.sources_summary)]
     except (ConfigError, OSError, ValueError) as exc:
         print(f"export: {exc}", file=sys.stderr)
         return 2
@@ -122,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
         mlflow = setup_mlflow(cfg.experiment)
         run_id, created = run_for_checkpoint(mlflow, cfg.experiment, ckpt["metadata"])
-        example = small_jpeg(images[stems[0]])
+        # The logged example is a public frame, or a plain grey one: never an image of your own sources.
+        example = small_jpeg(images[public[0]] if public else np.full((288, 352, 3), 128, np.uint8))
         x, _ = prepare_input(decode_image(example), size, mean, std)
         uris = log_exported_models(
             mlflow, run_id, paths["static"], out / "model.json", example, x, checkpoint=Path(cfg.checkpoint)

@@ -52,7 +52,7 @@ def hash_source(name: str, source, cfg: DataConfig) -> tuple[str, str]:
     root = Path(source.path)
     if not root.is_dir():
         raise FileNotFoundError(f"source {name}: {root} is not a folder")
-    if not watched_by_dvc(root):
+    if cfg.dvc_stage and not watched_by_dvc(root):
         print(
             f"fetch_data: note: {name}: {root} is not a folder under {WATCHED}/ (DVC does not follow "
             f"links either), so `dvc status` cannot see its changes: rerun `dvc repro -f fetch_data` after "

@@ -18,6 +18,7 @@ Writes models/finetune/NAME/{best.pt, model.onnx, model.json} and reports/finetu
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -65,7 +66,12 @@ def run(step: str, args: list[str], log: list[dict]) -> None:
     """Run one pipeline script; its output streams through; a failure stops fine-tuning, naming the step."""
     print(f"finetune: [{len(log) + 1}] {step}", flush=True)
     t0 = time.time()
-    done = subprocess.run([sys.executable, *args])
+    # As `make` runs scripts: the repository root on the path (bench_latency imports its harness from it).
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run([sys.executable, *args], env=env)
     log.append({"step": step, "seconds": round(time.time() - t0, 1), "rc": done.returncode})
     if done.returncode:
         raise RuntimeError(f"step {step} failed (exit {done.returncode}): {' '.join(args)}")
@@ -124,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(work / "sources.json", {"data_rev": revision, "sources": sources})
     write_text(splits / "train_mix.csv", "stem,group\n" + "".join(f"{s},0\n" for s in own_train + rehearsed))
     both = sets(catalog=work / "catalog.csv")
-    run("preprocess", ["bin/preprocess.py", *both, *sets(out_dir=work / "processed")], log)
+    size = yaml.safe_load(Path(cfg.train_conf).read_text())["model"]["input_size"]
+    run("preprocess", ["bin/preprocess.py", *both, *sets(out_dir=work / "processed", size=size)], log)
 
     # 3. Fine-tune from the base; the epoch is chosen on the folder's validation groups.
     run("train", ["bin/train.py", "--conf", cfg.train_conf, *both, *sets(
@@ -197,7 +204,21 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         run("register", ["bin/register.py", *both, *sets(
             export_report=reports / "mlflow.json", report=reports / "register.json")], log)  # fmt: skip
-        print("finetune: registered as a new version @staging; the gates judge it next: make bench gates")
+        # The release gates, on this model's own reports: test Dice (Kvasir-SEG's test split, the
+        # registered model's yardstick), parity, and API latency measured on this ONNX (fp32).
+        latency = reports / "latency.json"
+        run("bench latency", ["bin/bench_latency.py", *sets(
+            model=models / "model.onnx", checkpoint='""', int8_model='""', out=latency)], log)  # fmt: skip
+        judged = ["--metrics", f / "kvasir_test" / "metrics.json", "--parity", reports / "parity.json"]
+        judged += ["--latency", latency, "--out", reports / "gates.json"]
+        try:
+            run("gates", ["bin/gates.py", *map(str, judged)], log)
+        except RuntimeError:
+            print(
+                "finetune: registered @staging, but the gates FAILED: promotion refuses it", file=sys.stderr
+            )
+            return 1
+        print("finetune: registered @staging and the gates passed: make promote moves it to production")
     return 0
 
 

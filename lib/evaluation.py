@@ -169,8 +169,14 @@ def decision_for_data(cfg, conf: str, trained: float) -> Decision:
     return Decision(trained, min_area, f"checkpoint threshold and {conf}, as {path} does not exist", ratio)
 
 
-def write_split(name, scan: Scan, k: int, decision, images, masks, predict, cfg, out: Path, provenance):
-    """metrics.json, per_image.csv, plots and overlays of one split at the chosen operating point."""
+def write_split(
+    name, scan: Scan, k: int, decision, images, masks, predict, cfg, out: Path, provenance, sources=None
+):
+    """metrics.json, per_image.csv, plots and overlays of one split at the chosen operating point.
+
+    `sources` ({stem: source name}): when the split mixes sources, metrics.json adds `by_source`, the
+    same summary per source, so one centre's score is not hidden in the union's mean.
+    """
     rows = [
         {"stem": s, **count_metrics(*c[k]), "height": h, "width": w, "area_fraction": float(a)}
         for s, c, (h, w), a in zip(scan.stems, scan.counts, scan.shapes, scan.areas(k))
@@ -187,6 +193,9 @@ def write_split(name, scan: Scan, k: int, decision, images, masks, predict, cfg,
         "image_level": detection,
         **provenance,
     }
+    names = sorted({sources[r["stem"]] for r in rows}) if sources else []
+    if len(names) > 1:
+        metrics["by_source"] = {n: summarise([r for r in rows if sources[r["stem"]] == n]) for n in names}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
     with open(out / "per_image.csv", "w", newline="") as fh:

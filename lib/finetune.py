@@ -22,6 +22,7 @@ def own_data_config(name: str, path: str, kind: str, work: Path, timeout_s: floa
         "summary": str(work / "own_sources.json"),
         "manifest_dir": str(work / "manifests"),
         "timeout_s": timeout_s,
+        "dvc_stage": False,  # a folder given on the command line: no DVC stage watches it
     }
 
 

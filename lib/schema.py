@@ -22,7 +22,6 @@ class SchemaConfig:
     """The `schema` block of conf/validate_data.yaml; its values live there (only `severity` is optional)."""
 
     max_grey_fraction: float  # share of mask pixels in 32..223 above which it is not a binary mask
-    max_channel_spread: int  # largest allowed difference between a colour mask's channels (grey levels)
     min_foreground: float  # smallest plausible polyp share of a mask's pixels
     max_foreground: float  # largest plausible polyp share of a mask's pixels
     min_side: int  # smallest plausible image side in pixels
@@ -137,8 +136,6 @@ def check_mask_format(images, masks, cfg) -> list[str]:
     for r in _decoded(masks):
         if r.dtype not in ("uint8", "uint16"):
             bad.append(f"masks/{r.name} ({r.dtype})")
-        elif r.channel_spread > cfg.max_channel_spread:
-            bad.append(f"masks/{r.name} (colour, channels differ by {r.channel_spread})")
         elif r.grey_fraction > cfg.max_grey_fraction:
             bad.append(f"masks/{r.name} ({r.grey_fraction:.1%} grey pixels: not a binary mask)")
     return bad
@@ -194,7 +191,7 @@ RULES = (
     Rule(
         "mask_format",
         "critical",
-        "masks are 8 or 16 bit, grey (or equal colour channels) and binary under lib/io.py mask_to_gray",
+        "masks are 8 or 16 bit and binary as lib/io.py mask_to_gray reads them (colour: brightest channel)",
         check_mask_format,
     ),
     Rule(

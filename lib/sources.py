@@ -50,6 +50,7 @@ class DataConfig:
     summary: str  # data/sources.json: per-source counts, manifest digest, skipped files, data_rev
     manifest_dir: str  # per-file sha256 of each local source: <manifest_dir>/<name>.SHA256SUMS
     timeout_s: float  # kvasir-seg download timeout
+    dvc_stage: bool = True  # read by the DVC stage: say which sources `dvc status` cannot watch
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,11 @@ def _keyed(folder: Path, strip: str = "") -> tuple[dict[str, Path], list[Skipped
 def _pair(
     images: dict[str, Path], masks: dict[str, Path], image_dir: str, mask_dir: str
 ) -> tuple[list[str], list[Skipped]]:
-    skipped = [Skipped(f"{image_dir}/{images[k].name}", "no mask") for k in sorted(set(images) - set(masks))]
-    skipped += [Skipped(f"{mask_dir}/{masks[k].name}", "no image") for k in sorted(set(masks) - set(images))]
+    def where(folder: str, key: str, path: Path) -> str:  # keep a video subfolder: images/<video>/<frame>
+        return f"{folder}/{(Path(key).parent / path.name).as_posix()}"
+
+    skipped = [Skipped(where(image_dir, k, images[k]), "no mask") for k in sorted(set(images) - set(masks))]
+    skipped += [Skipped(where(mask_dir, k, masks[k]), "no image") for k in sorted(set(masks) - set(images))]
     return sorted(set(images) & set(masks)), skipped
 
 
@@ -263,6 +267,12 @@ class Catalog:
             for s, e in self.entries.items()
             if (role is None or e.role == role) and (source is None or e.source == source)
         ]
+
+
+def private_stems(catalog: Catalog, summary: str | Path) -> set[str]:
+    """Stems of sources other than the public Kvasir-SEG: their pictures are logged nowhere unless asked."""
+    kinds = {name: s["kind"] for name, s in json.loads(Path(summary).read_text())["sources"].items()}
+    return {stem for stem, e in catalog.entries.items() if kinds.get(e.source) != "kvasir-seg"}
 
 
 def read_catalog(path: str | Path) -> Catalog:

@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     # 3. Fine-tune from the base; the epoch is chosen on the folder's validation groups.
     run("train", ["bin/train.py", "--conf", cfg.train_conf, *both, *sets(
         sources_summary=work / "sources.json", cache_dir=work / "processed", init_from=cfg.base,
+        run_name=f'"finetune {name}"',
         train_split=splits / "train_mix.csv", val_split=splits / "val.csv", out_dir=models,
         metrics=reports / "train.json")], log)  # fmt: skip
 

@@ -104,6 +104,7 @@ class TrainConfig:
     experiment: str  # MLflow experiment name
     threshold: float  # pixel probability threshold: validated at, stored in best.pt, evaluate starts from it
     init_from: str | None  # start from these weights: a checkpoint path, models:/NAME@alias or models:/NAME/N
+    run_name: str | None  # the MLflow run's name; None = "train <git sha>"
     model: ModelConfig  # architecture, encoder, input size (lib/model.py)
     optim: Optim  # schedule and early stopping
     loss: Loss  # training loss
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     mlflow = setup_mlflow(cfg.experiment)
-    with mlflow.start_run() as run:
+    with mlflow.start_run(run_name=cfg.run_name or f"train {sha[:7]}") as run:
         model_version = f"{sha[:7]}-{run.info.run_id[:8]}"
         mlflow.set_tags(
             {
@@ -229,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 "data_rev": data_rev,
                 "model_version": model_version,
                 "device": device.type,
+                "data_sources": ",".join(weights),  # the catalog's sources (data/sources.json)
                 "init_from": cfg.init_from or "",
                 "init_model_version": init.get("model_version", ""),
             }

@@ -29,3 +29,18 @@ def load_bin(name: str):
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module
+
+
+def write_catalog(folder: Path, out_dir: Path, source: str = "kvasir") -> tuple[Path, Path]:
+    """A catalog and source summary for one images/ + masks/ folder (bare stems, a public Kvasir-SEG
+    source), as bin/fetch_data.py writes them: for tests that point a stage at a handful of files."""
+    import json
+
+    from lib.sources import catalog_text, folder_catalog
+
+    catalog, _, grouping = folder_catalog(folder, source)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "catalog.csv").write_text(catalog_text(list(catalog.entries.values())))
+    summary = {"kind": "kvasir-seg", "role": "train", "weight": 1.0, "grouping": grouping, "skipped": []}
+    (out_dir / "sources.json").write_text(json.dumps({"data_rev": "test", "sources": {source: summary}}))
+    return out_dir / "catalog.csv", out_dir / "sources.json"

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.support.harness import REPO, Gunicorn, sample_image_bytes
 from tests.support.tinymodel import TINY_VERSION, write_tiny_model
@@ -67,7 +68,9 @@ def test_demo_page_overlays_mask_and_slider_redraws_without_upload(browser, tmp_
         page.goto(f"http://127.0.0.1:{server.port}/")
         banner = page.locator("#banner")
         assert banner.is_visible() and "NOT FOR CLINICAL USE" in banner.inner_text()
-        page.wait_for_function("document.getElementById('model-version').textContent.includes('tiny')")
+        # Not wait_for_function: when its first check fails it polls with eval, which the page's CSP
+        # (script-src 'self') blocks, so under load the test failed; expect() polls through locators.
+        expect(page.locator("#model-version")).to_contain_text("tiny", timeout=15_000)
         # Nothing of the result area renders before an upload (no broken-image icon).
         assert not page.locator("#stage").is_visible() and not page.locator("#image").is_visible()
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from bin_helpers import ROOT, load_bin, run_script
+from bin_helpers import ROOT, load_bin, run_script, write_catalog
 
 from lib.config import load_config
 from lib.corruptions import SEVERITIES, gaussian_blur
@@ -243,7 +243,7 @@ def test_drift_reference_script_writes_one_row_per_stem(real_samples, tmp_path, 
     out = tmp_path / "reference.csv"
     overrides = [
         f"model={tiny_model.path}",
-        f"images_dir={real_samples / 'images'}",
+        f"catalog={write_catalog(real_samples, tmp_path / 'catalog')[0]}",
         f"split={split}",
         f"out={out}",
     ]

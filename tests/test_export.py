@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from bin_helpers import load_bin
+from bin_helpers import load_bin, write_catalog
 from torch import nn
 
 from lib.decision import Decision, save_decision
@@ -149,11 +149,13 @@ def export_args(tmp_path: Path, ckpt: Path, *extra: str) -> list[str]:
         "out_dir": tmp_path / "models",
         "parity_report": tmp_path / "parity.json",
         "mlflow_report": tmp_path / "mlflow.json",
-        "images_dir": RAW / "images",
         "parity_split": ROOT / "data/splits/val.csv",
         "dynamic": "false",
         "decision": tmp_path / "decision.json",
     }
+    if RAW.is_dir():  # the originals' catalog (tests of bad input fail before reading it)
+        catalog, summary = write_catalog(RAW, tmp_path / "catalog")
+        sets |= {"catalog": catalog, "sources_summary": summary}
     args = ["--conf", str(ROOT / "conf/export.yaml")]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import yaml
-from bin_helpers import ROOT, load_bin
+from bin_helpers import ROOT, load_bin, write_catalog
 
 from lib.io import read_image, sha256_file
 from lib.model_contract import read_model_json
@@ -42,8 +42,7 @@ def quantize_args(model: Path, samples: Path, out: Path, extra: dict | None = No
     splits = write_splits(samples, out / "splits")
     sets = {
         "model": model,
-        "images_dir": samples / "images",
-        "masks_dir": samples / "masks",
+        "catalog": write_catalog(samples, out / "catalog")[0],
         "out_dir": out / "int8",
         "report": out / "quantize.json",
         "quantization.calibration_split": splits["train"],

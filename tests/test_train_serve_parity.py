@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bin_helpers import ROOT, load_bin
+from bin_helpers import ROOT, load_bin, write_catalog
 
 from lib.data import SegmentationDataset, load_cache
 from lib.io import read_image, read_mask
@@ -20,7 +20,8 @@ from lib.preprocess import normalise, prepare_input, resize_mask
 @pytest.fixture(scope="module")
 def cache(real_samples, tmp_path_factory):
     out = tmp_path_factory.mktemp("processed")
-    args = ["--conf", str(ROOT / "conf/preprocess.yaml"), "--set", f"data_dir={real_samples}"]
+    catalog = write_catalog(real_samples, out / "catalog")[0]
+    args = ["--conf", str(ROOT / "conf/preprocess.yaml"), "--set", f"catalog={catalog}"]
     assert load_bin("preprocess").main([*args, "--set", f"out_dir={out}"]) == 0
     return out
 

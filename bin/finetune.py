@@ -29,7 +29,7 @@ import yaml
 
 from lib.cli import parser, script
 from lib.config import ConfigError, load_config
-from lib.finetune import merged_entries, own_data_config, rehearsal_weight, verdict
+from lib.finetune import merged_entries, own_data_config, paired_gain, rehearsal_weight, verdict
 from lib.io import read_csv_stems, read_json, write_json, write_text
 from lib.sources import catalog_text, data_rev, detect_kind, read_catalog
 
@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         mlflow_report=reports / "mlflow.json", log_to_mlflow=str(cfg.register).lower())], log)  # fmt: skip
 
     b, f = reports / "base", reports / "finetuned"
-    better, sentence = verdict(dice(b, "test"), dice(f, "test"), cfg.min_gain)
+    gain, gain_se, _ = paired_gain(b / "test" / "per_image.csv", f / "test" / "per_image.csv")
+    better, sentence = verdict(dice(b, "test"), dice(f, "test"), cfg.min_gain, gain_se)
     train_wall = read_json(reports / "train.json")["wall_seconds"]
     metrics = {
         "name": name,
@@ -171,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         "kind": kind,
         "base_model": cfg.base,
         **{label: {k: dice(d, s) for k, s in SCORES.items()} for label, d in (("base", b), ("finetuned", f))},
+        "test_dice_gain": gain,
+        "test_dice_gain_se": gain_se,  # paired over the held-out test images
         "better_on_held_out_groups": better,
         "verdict": sentence,
         "kvasir_test_change": dice(f, "kvasir_test") - dice(b, "kvasir_test"),

@@ -42,15 +42,36 @@ def rehearsal_weight(share: float, n_own_train: int, n_base_train: int) -> float
     return share / (1.0 - share) * n_own_train / n_base_train
 
 
-def verdict(base_dice: float, finetuned_dice: float, min_gain: float) -> tuple[bool, str]:
-    """(better, sentence) for the held-out comparison; better only with a gain above `min_gain`."""
+def paired_gain(base_per_image: Path, finetuned_per_image: Path) -> tuple[float, float, int]:
+    """(mean, standard error, n) of the per-image Dice gain on the same images (evaluate's per_image.csv)."""
+    import csv
+
+    import numpy as np
+
+    def dice(path: Path) -> dict[str, float]:
+        with open(path, newline="") as fh:
+            return {row["stem"]: float(row["dice"]) for row in csv.DictReader(fh)}
+
+    base, tuned = dice(base_per_image), dice(finetuned_per_image)
+    if set(base) != set(tuned):
+        raise ValueError(f"{base_per_image} and {finetuned_per_image} list different images")
+    gains = np.array([tuned[s] - base[s] for s in sorted(base)])
+    se = float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("nan")
+    return float(gains.mean()), se, len(gains)
+
+
+def verdict(base_dice: float, finetuned_dice: float, min_gain: float, se: float) -> tuple[bool, str]:
+    """(better, sentence) for the held-out comparison; better only with a gain above `min_gain`. The
+    sentence gives the paired standard error, so a gain inside the noise reads as what it is."""
     gain = finetuned_dice - base_dice
+    spread = f"gain {gain:+.4f}, paired standard error {se:.4f}"
     if gain > min_gain:
-        return (
-            True,
-            f"fine-tuned is better on the held-out groups: Dice {base_dice:.4f} -> {finetuned_dice:.4f}",
+        noise = "; under two standard errors: not a clear gain" if gain <= 2 * se else ""
+        return True, (
+            f"fine-tuned is better on the held-out groups: Dice {base_dice:.4f} -> {finetuned_dice:.4f} "
+            f"({spread}{noise})"
         )
     return False, (
         f"fine-tuned is NOT better on the held-out groups: Dice {base_dice:.4f} -> {finetuned_dice:.4f} "
-        f"(gain {gain:+.4f}, needed > {min_gain:+.4f}); keep the base model"
+        f"({spread}; needed > {min_gain:+.4f}); keep the base model"
     )

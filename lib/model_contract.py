@@ -45,7 +45,7 @@ class ModelMeta:
     decision_chosen_on: str  # where threshold and min_area_fraction were chosen
     model_version: str  # <git sha>-<training run>, from the checkpoint
     git_sha: str  # commit the model was trained at
-    data_rev: str  # DVC revision of the training data
+    data_rev: str  # revision of the data trained on: every source's manifest (data/sources.json)
     opset: int  # ONNX opset of the graph
     sha256: str  # of the ONNX file this model.json describes
     # Provenance the export step adds; absent (None) in hand-made stand-in models.

@@ -26,6 +26,7 @@ Contract (bin/train.py calls both right after `build_model`, before the optimise
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -112,6 +113,7 @@ def _download_version_checkpoint(
             "or give the checkpoint's path"
         )
     dest = cache_dir / f"{re.sub(r'[^A-Za-z0-9._-]', '_', name)}-v{mv.version}"
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars garble logs, as in registry
     try:
         local = mlflow.artifacts.download_artifacts(
             run_id=mv.run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(dest)

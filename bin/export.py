@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         stems = read_csv_stems(cfg.parity_split)[: cfg.parity_images]
         catalog = read_catalog(cfg.catalog)
         images = {s: read_image(catalog.images[s]) for s in stems}
-        public = [s for s in stems if s not in private_stems(catalog, cfg.sources_summary)]
+        private = private_stems(catalog, cfg.sources_summary)  # read once, not once per stem
+        public = [s for s in stems if s not in private]
     except (ConfigError, OSError, ValueError) as exc:
         print(f"export: {exc}", file=sys.stderr)
         return 2

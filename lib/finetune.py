@@ -8,8 +8,11 @@ is on the folder's held-out groups (its test split), where neither model was tra
 
 from __future__ import annotations
 
+import csv
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from lib.sources import Catalog, Entry
 
@@ -44,9 +47,6 @@ def rehearsal_weight(share: float, n_own_train: int, n_base_train: int) -> float
 
 def paired_gain(base_per_image: Path, finetuned_per_image: Path) -> tuple[float, float, int]:
     """(mean, standard error, n) of the per-image Dice gain on the same images (evaluate's per_image.csv)."""
-    import csv
-
-    import numpy as np
 
     def dice(path: Path) -> dict[str, float]:
         with open(path, newline="") as fh:

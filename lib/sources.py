@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -250,11 +251,11 @@ def catalog_text(entries: list[Entry]) -> str:
 class Catalog:
     entries: dict[str, Entry]  # stem -> entry, sorted by stem
 
-    @property
+    @cached_property  # built once: stages index it per stem
     def images(self) -> dict[str, Path]:
         return {s: Path(e.image) for s, e in self.entries.items()}
 
-    @property
+    @cached_property
     def masks(self) -> dict[str, Path]:
         return {s: Path(e.mask) for s, e in self.entries.items()}
 
